@@ -1,0 +1,194 @@
+"""Command line: compile | validate | submit | status | cancel | run. The one error boundary."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+from . import __version__
+from .backends import get_backend
+from .compile import Options, build_study, compile_study
+from .errors import MaestroCompileError, SpecError
+from .status import collect, finished, format_csv, format_json, format_table, load_manifest, summary
+
+EXIT_FAILED_STEPS = 2      # run --wait: some step failed (Maestro's FAILURE)
+EXIT_CANCELLED = 3         # run --wait: the study was cancelled (Maestro's CANCELLED)
+EXIT_INTERNAL = 4
+REPORT = "please report it with the output of the same command run with --debug"
+
+
+def _spec_options(parser: argparse.ArgumentParser, with_out: bool = True) -> None:
+    parser.add_argument("spec", type=Path, help="the study specification (YAML)")
+    if with_out:
+        parser.add_argument("-o", "--out", type=Path, metavar="DIR",
+                            help="the study directory to create (default: <OUTPUT_PATH or cwd>/<name>_<timestamp>)")
+    parser.add_argument("--backend", choices=["local", "slurm", "lsf", "flux"],
+                        help="scheduler to compile for (overrides batch.type)")
+    parser.add_argument("-p", "--pgen", type=Path, metavar="FILE", help="custom parameter generator (Python file)")
+    parser.add_argument("--pargs", action="append", default=[], metavar="KEY:VALUE",
+                        help="argument for the parameter generator (repeatable)")
+    parser.add_argument("--hashws", action="store_true",
+                        help="name parameterized workspaces <step>_instance_<i> instead of by their labels")
+    parser.add_argument("--cartesian", action="store_true",
+                        help="combine parameters as a Cartesian product instead of row by row")
+    parser.add_argument("--strict", action="store_true", help="treat unknown $(TOKEN)s as errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="maestro", description="Compile Maestro study specifications into batch scripts and a submit "
+                                    "script that chains them with the scheduler's own dependencies.")
+    parser.add_argument("--version", action="version", version=f"maestro_compile {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show a full traceback on internal errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = commands.add_parser("compile", help="write the study directory (scripts, submit.sh, study.json)")
+    _spec_options(p)
+    p = commands.add_parser("validate", help="check a spec (schema, names, DAG, tokens); writes nothing")
+    _spec_options(p, with_out=False)
+    p = commands.add_parser("submit", help="submit a compiled study and return")
+    p.add_argument("study_dir", type=Path)
+    _jobs_option(p)
+    p = commands.add_parser("status", help="show the state of every step of a study")
+    p.add_argument("study_dir", type=Path)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--csv", metavar="FILE", help="also write Maestro's status.csv format to FILE ('-' for stdout)")
+    p = commands.add_parser("cancel", help="stop running steps and prevent the rest")
+    p.add_argument("study_dir", type=Path)
+    p = commands.add_parser("run", help="compile and submit (Maestro's spelling)")
+    _spec_options(p)
+    _jobs_option(p)
+    p.add_argument("--wait", action="store_true",
+                   help="block until the study ends; exit 0 only if every step finished")
+    p.add_argument("--poll", type=float, default=1.0, metavar="SECONDS", help="status interval with --wait")
+    return parser
+
+
+def _jobs_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-j", "--jobs", type=_positive, default=os.cpu_count() or 1, metavar="N",
+                        help="local backend: run at most N steps at once (default: number of cores)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got '{text}'")
+    return value
+
+
+def _options(args: argparse.Namespace) -> Options:
+    return Options(spec_path=args.spec, out_dir=getattr(args, "out", None), backend=args.backend,
+                   pgen=args.pgen, pargs=args.pargs, hashws=args.hashws, cartesian=args.cartesian,
+                   strict=args.strict)
+
+
+def _warn(messages: List[str]) -> None:
+    for message in messages:
+        print(f"warning: {message}", file=sys.stderr)
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    result = compile_study(_options(args))
+    _warn(result.warnings)
+    steps = len(result.study.used_parameters)
+    print(f"compiled {len(result.study.nodes)} node(s) from {steps} step(s) for the "
+          f"{result.study.backend} backend into {result.directory}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    study = build_study(_options(args))
+    _warn(list(study.warnings))
+    print(f"{args.spec}: valid: {len(study.used_parameters)} step(s), {len(study.nodes)} node(s), "
+          f"backend {study.backend}")
+    return 0
+
+
+def _backend_of(study_dir: Path):
+    return get_backend(load_manifest(study_dir)["backend"])
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    study_dir = args.study_dir.resolve()
+    manifest = load_manifest(study_dir)
+    message = get_backend(manifest["backend"]).submit(study_dir, manifest, args.jobs)
+    print(message)
+    print(f"watch it with: maestro status {args.study_dir}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rows, runtime = collect(args.study_dir, _backend_of(args.study_dir))
+    if args.csv == "-":
+        sys.stdout.write(format_csv(rows))
+        return 0
+    if args.csv:
+        Path(args.csv).write_text(format_csv(rows), encoding="utf-8")
+    print(format_json(rows, runtime) if args.json else format_table(rows))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    study_dir = args.study_dir.resolve()
+    manifest = load_manifest(study_dir)
+    print(get_backend(manifest["backend"]).cancel(study_dir, manifest))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    result = compile_study(_options(args))
+    _warn(result.warnings)
+    print(f"compiled {len(result.study.nodes)} node(s) into {result.directory}")
+    manifest = load_manifest(result.directory)
+    backend = get_backend(manifest["backend"])
+    print(backend.submit(result.directory, manifest, args.jobs))
+    if not args.wait:
+        print(f"watch it with: maestro status {result.directory}")
+        return 0
+    while True:
+        rows, runtime = collect(result.directory, backend)
+        if finished(rows, runtime):
+            break
+        time.sleep(max(args.poll, 0.05))
+    print(summary(rows))
+    if all(row.state == "FINISHED" for row in rows):
+        return 0
+    return EXIT_CANCELLED if runtime.get("cancelled") else EXIT_FAILED_STEPS
+
+
+COMMANDS = {"compile": cmd_compile, "validate": cmd_validate, "submit": cmd_submit,
+            "status": cmd_status, "cancel": cmd_cancel, "run": cmd_run}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except SpecError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return exc.exit_code
+    except MaestroCompileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # the boundary: never a raw traceback unless asked for
+        if args.debug:
+            traceback.print_exc()
+        print(f"internal error: {type(exc).__name__}: {exc}\n{REPORT}", file=sys.stderr)
+        return EXIT_INTERNAL

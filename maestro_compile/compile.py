@@ -1,0 +1,97 @@
+"""The pipeline: load -> validate -> expand -> plan -> render -> emit."""
+from __future__ import annotations
+
+import datetime
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from . import emit, plan, render, schema, tokens
+from .backends import get_backend
+from .errors import SpecError
+from .expand import check_resources, expand, make_safe
+from .load import load_spec
+from .model import Parameter, Spec, Study, Warnings
+from .parameters import cartesian as cartesian_product
+from .parameters import from_spec_block
+from .pgen import load_generator, parse_pargs
+
+
+@dataclass
+class Options:
+    spec_path: Path
+    out_dir: Optional[Path] = None
+    backend: Optional[str] = None
+    pgen: Optional[Path] = None
+    pargs: Sequence[str] = ()
+    hashws: bool = False
+    cartesian: bool = False
+    strict: bool = False
+
+
+@dataclass
+class Result:
+    study: Study
+    directory: Path
+    warnings: List[str]
+
+
+def default_directory(spec: Spec, now: datetime.datetime) -> Path:
+    stamp = now.strftime("%Y%m%d-%H%M%S")
+    return tokens.output_parent(spec) / make_safe(f"{spec.name.replace(' ', '_')}_{stamp}")
+
+
+def build_study(options: Options, now: Optional[datetime.datetime] = None) -> Study:
+    """Everything up to (not including) rendering: pure apart from reading the spec and pgen."""
+    warnings = Warnings()
+    spec = schema.validate(load_spec(options.spec_path), warnings, options.cartesian)
+    backend_name = options.backend or str(spec.batch.get("type", "local"))
+    backend = get_backend(backend_name)
+    now = now or datetime.datetime.now()
+    directory = Path(options.out_dir).absolute() if options.out_dir else default_directory(spec, now)
+    env = tokens.build_environment(spec, directory, warnings)
+    parameters = _parameters(spec, options, env, directory)
+    nodes, used = expand(spec, env, parameters, directory, backend.script_suffix, options.hashws, warnings)
+    check_resources(spec, nodes)
+    plan.check_unique_workspaces(spec, nodes)
+    nodes = plan.order(nodes)
+    if options.strict and warnings.strict_messages:
+        raise SpecError(warnings.strict_messages)
+    extra = {spec.path.name: str(spec.path)}
+    if options.pgen:
+        extra[Path(options.pgen).name] = str(options.pgen)
+    return Study(spec=spec, directory=directory, backend=backend_name, nodes=nodes, used_parameters=used,
+                 warnings=tuple(warnings.all()), extra_files=extra)
+
+
+def _parameters(spec: Spec, options: Options, env: Dict[str, str], directory: Path) -> List[Parameter]:
+    if options.pargs and not options.pgen:
+        raise SpecError(["--pargs needs --pgen: the KEY:VALUE pairs are passed to a parameter generator"])
+    if options.pgen:
+        generator = load_generator(Path(options.pgen), env, parse_pargs(options.pargs))
+    else:
+        generator = from_spec_block(spec.parameters)
+    if options.cartesian or spec.raw.data.get("global.combine") == "cartesian":
+        generator = cartesian_product(generator)
+    return generator.to_parameters()
+
+
+def compile_study(options: Options, now: Optional[datetime.datetime] = None) -> Result:
+    """Compile the spec into a new study directory; nothing is left behind on failure."""
+    study = build_study(options, now)
+    backend = get_backend(study.backend)
+    created = (now or datetime.datetime.now()).isoformat(timespec="seconds")
+    rendered = render.render(study, backend, created)
+    env = tokens.build_environment(study.spec, study.directory, Warnings())
+    made_outside: List[Path] = []
+    try:
+        with emit.staging(study.directory) as stage:
+            made_outside = tokens.clone_git_dependencies(study.spec, env, study.directory, stage)
+            emit.write_files(stage, rendered, {name: Path(src) for name, src in study.extra_files.items()})
+            emit.publish(stage, study.directory)
+    except BaseException:
+        for path in made_outside:  # clones we made outside the study dir are ours to remove
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    return Result(study=study, directory=study.directory, warnings=list(study.warnings))

@@ -1,0 +1,279 @@
+"""Pass 3: expand steps over parameter combinations into nodes (Maestro's staging rules).
+
+The rules (maestro_reference.md §3): a step is expanded over the parameters it mentions plus
+those of its regular parents and of the steps whose workspace it references; a funnel
+dependency (``step_*``) waits for every instance and passes no parameters on. Node names are
+``step_`` + the labels of the used parameters sorted by key, joined with '.'.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+from .errors import SpecError
+from .model import Node, Parameter, Spec, StepSpec, Warnings
+from .tokens import LAUNCHER_TOKEN, WORKSPACE_TOKEN, find_workspace_refs, substitute_all, unknown_tokens
+
+COUNT_KEYS = {"nodes": 1, "procs": 1, "gpus": 0, "cores per task": 1, "tasks per rs": 1,
+              "rs per node": 1, "cpus per rs": 1}
+TEXT_KEYS = ("cmd", "restart")
+RESERVED_NAMES = {"study.json", "submit.sh", "jobs.tsv", "status.csv", "logs", "meta"}
+_SAFE = re.compile(r"[^-_.() A-Za-z0-9]")
+
+
+def make_safe(text: str) -> str:
+    """Maestro's make_safe_path for one path component: keep ``-_.() `` and ASCII alphanumerics."""
+    return _SAFE.sub("", text).replace(" ", "_")
+
+
+@dataclass
+class _Step:
+    spec: StepSpec
+    name: str
+    description: str
+    run: Dict[str, Any]
+    regular: List[str] = field(default_factory=list)   # parent steps passing parameters on
+    funnels: List[str] = field(default_factory=list)   # parent steps waited on as a whole
+    workspace_refs: List[str] = field(default_factory=list)
+    used: Tuple[str, ...] = ()                          # parameter keys, sorted
+    nodes: Dict[str, Node] = field(default_factory=dict)           # combo string -> node
+    node_of_row: List[str] = field(default_factory=list)           # row -> combo string
+
+
+def expand(spec: Spec, env: Mapping[str, str], parameters: Sequence[Parameter], study_dir: Path,
+           script_suffix: str, hashws: bool, warnings: Warnings) -> Tuple[Tuple[Node, ...], Dict[str, Tuple[str, ...]]]:
+    """Return every node (parents before children) and the parameters each step uses."""
+    steps = [_prepare(step, env) for step in spec.steps]
+    by_name = {step.name: step for step in steps}
+    _check_step_names(spec, steps)
+    _link(spec, steps, by_name)
+    keys = [p.key for p in parameters]
+    rows = len(parameters[0].values) if parameters else 0
+    for step in steps:
+        step.used = _used_parameters(step, by_name, keys)
+    nodes: List[Node] = []
+    for step in steps:
+        _instantiate(step, by_name, parameters, rows, study_dir, script_suffix, hashws)
+        nodes.extend(step.nodes.values())
+    _warn_unknown_tokens(spec, steps, keys, warnings)
+    return tuple(nodes), {step.name: step.used for step in steps}
+
+
+def _prepare(step: StepSpec, env: Mapping[str, str]) -> _Step:
+    run = substitute_all(dict(step.run), env)
+    return _Step(spec=step, name=substitute_all(step.name, env),
+                 description=substitute_all(step.description, env), run=run)
+
+
+def _check_step_names(spec: Spec, steps: List[_Step]) -> None:
+    problems = []
+    for step in steps:
+        bad = step.name in (".", "..") or "/" in step.name or "\0" in step.name or step.name in RESERVED_NAMES
+        if bad:
+            path = ("study", step.spec.index, "name")
+            problems.append(f"{spec.raw.where(path)}: study[{step.spec.index}].name: '{step.name}' cannot "
+                            f"be used as a step name: it names the step's directory in the study, so it "
+                            f"must not contain '/' or be one of ., .., {', '.join(sorted(RESERVED_NAMES))}")
+    if problems:
+        raise SpecError(problems)
+
+
+def _link(spec: Spec, steps: List[_Step], by_name: Dict[str, _Step]) -> None:
+    """Split depends into regular and funnel parents; check $(x.workspace) references."""
+    problems = []
+    for step in steps:
+        for dep in step.run.get("depends") or []:
+            if "*" in dep:
+                step.funnels.append(re.sub(r"_\*|\*", "", dep))
+            else:
+                step.regular.append(dep)
+    for step in steps:
+        text = "\n".join(str(step.run.get(key) or "") for key in TEXT_KEYS)
+        for ref in find_workspace_refs(text):
+            problem = _workspace_ref_problem(step, ref, by_name)
+            if problem:
+                where = spec.raw.where(("study", step.spec.index, "run", "cmd"))
+                problems.append(f"{where}: study[{step.spec.index}].run.cmd: $({ref}.workspace): {problem}")
+            else:
+                step.workspace_refs.append(ref)
+    if problems:
+        raise SpecError(problems)
+
+
+def _workspace_ref_problem(step: _Step, ref: str, by_name: Dict[str, _Step]) -> Optional[str]:
+    if ref == step.name:
+        return "a step cannot refer to its own workspace this way; use $(WORKSPACE)"
+    if ref not in by_name:
+        from .schema import suggest
+        return f"there is no step named '{ref}'{suggest(ref, by_name)}"
+    if ref not in _ancestors(step, by_name):
+        return (f"step '{ref}' is not an ancestor of '{step.name}', so its workspace may not exist "
+                f"yet when '{step.name}' runs; add '{ref}' (or a step after it) to depends")
+    return None
+
+
+def _ancestors(step: _Step, by_name: Dict[str, _Step]) -> Set[str]:
+    seen: Set[str] = set()
+    stack = list(step.regular + step.funnels)
+    while stack:
+        name = stack.pop()
+        if name not in seen:
+            seen.add(name)
+            stack.extend(by_name[name].regular + by_name[name].funnels)
+    return seen
+
+
+def _strings(value: Any) -> List[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _strings(item)]
+    return []
+
+
+def _used_parameters(step: _Step, by_name: Dict[str, _Step], keys: Sequence[str]) -> Tuple[str, ...]:
+    text = "\n".join([step.name, step.description] + _strings(step.run))
+    used = {key for key in keys if re.search(r"\$\(" + re.escape(key) + r"(\.\w+)?\)", text)}
+    for parent in step.regular:
+        used |= set(by_name[parent].used)
+    for ref in step.workspace_refs:
+        if ref not in step.funnels:
+            used |= set(by_name[ref].used)
+    return tuple(sorted(used))
+
+
+def _row_substitution(parameters: Sequence[Parameter], used: Sequence[str], row: int) -> List[Tuple[str, str]]:
+    """(token, text) pairs in Maestro's order: per parameter, label then value then name."""
+    pairs = []
+    for param in parameters:
+        if param.key in used:
+            pairs += [(f"$({param.key}.label)", param.labels[row]), (f"$({param.key})", str(param.values[row])),
+                      (f"$({param.key}.name)", param.name)]
+    return pairs
+
+
+def _apply(value: Any, pairs: List[Tuple[str, str]]) -> Any:
+    if isinstance(value, str):
+        if "$(" in value:
+            for token, text in pairs:
+                value = value.replace(token, text)
+        return value
+    if isinstance(value, list):
+        return [_apply(item, pairs) for item in value]
+    if isinstance(value, dict):
+        return {key: _apply(item, pairs) for key, item in value.items()}
+    return value
+
+
+def _instantiate(step: _Step, by_name: Dict[str, _Step], parameters: Sequence[Parameter], rows: int,
+                 study_dir: Path, suffix: str, hashws: bool) -> None:
+    if not step.used:
+        step.nodes[""] = _make_node(step, by_name, parameters, None, "", step.name, step.name, study_dir, suffix)
+        return
+    label_columns = [p.labels for p in sorted(parameters, key=lambda p: p.key) if p.key in step.used]
+    combos = [".".join(column[row] for column in label_columns) for row in range(rows)]
+    distinct = list(dict.fromkeys(combos))
+    width = len(str(len(distinct) - 1))
+    instance = {combo: i for i, combo in enumerate(distinct)}
+    step.node_of_row = combos
+    for row, combo in enumerate(combos):
+        if combo in step.nodes:
+            continue  # identical combination for this step: Maestro keeps the first
+        name = f"{step.name}_{combo}"
+        if hashws:
+            job_name = f"{step.name}_instance_{instance[combo]:0{width}d}"
+            leaf = job_name
+        else:
+            job_name, leaf = name, make_safe(combo)
+        step.nodes[combo] = _make_node(step, by_name, parameters, row, combo, name, job_name, study_dir,
+                                       suffix, leaf)
+
+
+def _parent_nodes(step: _Step, by_name: Dict[str, _Step], row: Optional[int]) -> List[str]:
+    parents: List[str] = []
+    for dep in step.regular:
+        parent = by_name[dep]
+        parents.append(parent.nodes[""].name if not parent.used else
+                       parent.nodes[parent.node_of_row[row]].name)
+    for dep in step.funnels:
+        parents.extend(node.name for node in by_name[dep].nodes.values())
+    return sorted(set(parents))
+
+
+def _workspace_of(ref: _Step, step: _Step, row: Optional[int], study_dir: Path) -> str:
+    if ref.name in step.funnels or not ref.used:
+        return str(study_dir / ref.name)
+    return str(study_dir / ref.nodes[ref.node_of_row[row]].workspace)
+
+
+def _make_node(step: _Step, by_name: Dict[str, _Step], parameters: Sequence[Parameter], row: Optional[int],
+               combo: str, name: str, job_name: str, study_dir: Path, suffix: str, leaf: str = "") -> Node:
+    pairs = _row_substitution(parameters, step.used, row) if row is not None else []
+    run = _apply(step.run, pairs)
+    workspace = f"{step.name}/{leaf}" if leaf else step.name
+    texts = {}
+    for key in TEXT_KEYS:
+        text = run.get(key)
+        if text is None:
+            continue
+        for ref in step.workspace_refs:
+            text = text.replace(f"$({ref}.workspace)", _workspace_of(by_name[ref], step, row, study_dir))
+        texts[key] = text.replace("$(WORKSPACE)", str(study_dir / workspace))
+    resources = {key: value for key, value in run.items() if key not in ("cmd", "restart", "depends")}
+    return Node(
+        name=name, step=step.name, job_name=job_name, workspace=workspace,
+        script=f"{workspace}/{make_safe(job_name + suffix)}",
+        params={p.key: str(p.values[row]) for p in parameters if p.key in step.used} if row is not None else {},
+        depends=tuple(_parent_nodes(step, by_name, row)),
+        description=_apply(step.description, pairs),
+        cmd=texts["cmd"], restart=texts.get("restart"), resources=resources,
+    )
+
+
+def _warn_unknown_tokens(spec: Spec, steps: List[_Step], keys: Sequence[str], warnings: Warnings) -> None:
+    known = set(keys) | {step.name for step in steps}
+    for step in steps:
+        node = next(iter(step.nodes.values()))
+        for key in TEXT_KEYS:
+            text = getattr(node, key)
+            for token in unknown_tokens(text or "", known):
+                where = spec.raw.where(("study", step.spec.index, "run", key))
+                warnings.add(f"{where}: step '{step.name}': unknown token $({token}) in run.{key} is left "
+                             f"as is, so bash will run it as a command substitution", strict=True)
+
+
+def check_resources(spec: Spec, nodes: Sequence[Node]) -> None:
+    """Counts given as $(TOKEN) must become whole numbers once substituted."""
+    problems = []
+    index = {step.name: step.index for step in spec.steps}
+    reported = set()
+    for node in nodes:
+        for key, minimum in COUNT_KEYS.items():
+            value = node.resources.get(key)
+            if value is None or isinstance(value, int):
+                continue
+            text = str(value).strip()
+            if text.isdigit() and int(text) >= minimum:
+                continue
+            if (node.step, key) in reported:
+                continue
+            reported.add((node.step, key))
+            path = ("study", index[node.step], "run", key)
+            problems.append(f"{spec.raw.where(path)}: study[{index[node.step]}].run.{key}: became "
+                            f"{text!r} for node '{node.name}', expected a whole number >= {minimum}")
+    if problems:
+        raise SpecError(problems)
+
+
+def count(value: Any) -> Optional[int]:
+    """A resource count as int (after check_resources), or None when unset."""
+    if value is None or value == "":
+        return None
+    return int(str(value).strip())
+
+
+__all__ = ["expand", "make_safe", "check_resources", "count", "LAUNCHER_TOKEN", "WORKSPACE_TOKEN"]

@@ -1,0 +1,110 @@
+"""Pass 5: render the study directory's files with Jinja2 (templates are layout only)."""
+from __future__ import annotations
+
+import shlex
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import jinja2
+
+from .errors import InstallError
+from .model import File, Node, Rendered, Study
+
+
+def templates_dir() -> Path:
+    """The templates folder: inside the installed package, or beside it in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if (candidate / "base" / "step.sh.j2").is_file():
+            return candidate
+    raise InstallError(f"maestro_compile templates not found under {here}; reinstall the package")
+
+
+def _comment(value: Any) -> str:
+    """Text safe inside a '#' comment line: a newline would start a command."""
+    return " ".join(str(value).splitlines())
+
+
+@lru_cache(maxsize=None)
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+        # bash uses "{#" in ${#array[@]}: template comments are "{##" ... "##}" instead
+        comment_start_string="{##",
+        comment_end_string="##}",
+    )
+    env.filters["sh"] = lambda value: shlex.quote(str(value))
+    env.filters["comment"] = _comment
+    return env
+
+
+def render_template(name: str, **context: Any) -> str:
+    try:
+        return environment().get_template(name).render(**context)
+    except jinja2.TemplateNotFound as exc:
+        raise InstallError(f"template {exc.name} is missing; reinstall maestro_compile") from None
+
+
+def log_base(node: Node) -> str:
+    """Path (relative to the study) of a node's .out/.err/.status files, without the suffix."""
+    from .expand import make_safe
+    return f"{node.workspace}/{make_safe(node.job_name)}"
+
+
+def manifest(study: Study, created: str, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """study.json: what submit, status and cancel read."""
+    data: Dict[str, Any] = {
+        "format": 1,
+        "name": study.spec.name,
+        "description": study.spec.description,
+        "backend": study.backend,
+        "created": created,
+        "spec": study.spec.path.name,
+        "submit_script": "submit.sh",
+        "ledger": "jobs.tsv",
+        "steps": {step: list(keys) for step, keys in study.used_parameters.items()},
+        "nodes": {},
+    }
+    for node in study.nodes:
+        data["nodes"][node.name] = {
+            "step": node.step,
+            "workspace": node.workspace,
+            "params": dict(node.params),
+            "depends": list(node.depends),
+            "script": node.script,
+            "log": log_base(node),
+            "scheduled": True,
+        }
+    data.update(extra or {})
+    return data
+
+
+def render(study: Study, backend, created: str) -> Rendered:
+    """Every file of the study directory, keyed by path relative to the study directory."""
+    files: Dict[str, File] = {}
+    for node in study.nodes:
+        files[node.script] = File(backend.render_step(study, node), executable=True)
+    for path, file in backend.render_study_files(study).items():
+        files[path] = file
+    extra = backend.manifest_extra(study)
+    return Rendered(files=files, manifest=manifest(study, created, extra))
+
+
+def node_indices(study: Study) -> List[Dict[str, Any]]:
+    """Per node: its position and its parents'/children's positions (for bash arrays)."""
+    position = {node.name: i for i, node in enumerate(study.nodes)}
+    children: List[List[int]] = [[] for _ in study.nodes]
+    for i, node in enumerate(study.nodes):
+        for parent in node.depends:
+            children[position[parent]].append(i)
+    return [{"name": node.name, "script": node.script, "workspace": node.workspace,
+             "log_base": log_base(node),
+             "parent_indices": " ".join(str(position[p]) for p in node.depends),
+             "child_indices": " ".join(map(str, children[i]))}
+            for i, node in enumerate(study.nodes)]
