@@ -36,6 +36,10 @@ def check_unique_workspaces(spec: Spec, nodes: Sequence[Node]) -> None:
     owner: Dict[str, str] = {}
     problems = []
     for node in nodes:
+        if any(c in node.name for c in "\n\r\t"):
+            problems.append(f"{spec.path}: node {node.name!r} of step '{node.step}': a parameter label "
+                            f"contains a newline or tab, which cannot be part of a node name")
+            continue
         other = owner.setdefault(node.script, node.name)
         if other != node.name:
             problems.append(f"{spec.path}: nodes '{other}' and '{node.name}' would share the workspace "
