@@ -19,7 +19,7 @@ HOSTILE_SPEC = textwrap.dedent('''\
         description: "desc with\\nnewline and `backticks`"
         run:
           cmd: |
-            printf '%s\\n' "$(WORD)" > word.txt
+            printf '%s\\n' '$(WORD)' > word.txt
             cat > greeting.txt <<'END'
             $(GREETING)
             END
