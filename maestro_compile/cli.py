@@ -36,6 +36,11 @@ def _spec_options(parser: argparse.ArgumentParser, with_out: bool = True) -> Non
     parser.add_argument("--cartesian", action="store_true",
                         help="combine parameters as a Cartesian product instead of row by row")
     parser.add_argument("--strict", action="store_true", help="treat unknown $(TOKEN)s as errors")
+    parser.add_argument("-t", "--throttle", type=_positive, default=0, metavar="T",
+                        help="schedulers: run at most T tasks of each job array at once")
+    parser.add_argument("--max-array-size", type=_positive, default=0, metavar="N",
+                        help="schedulers: split job arrays into chunks of at most N tasks "
+                             "(default: the cluster's MaxArraySize, read with scontrol)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +91,7 @@ def _positive(text: str) -> int:
 def _options(args: argparse.Namespace) -> Options:
     return Options(spec_path=args.spec, out_dir=getattr(args, "out", None), backend=args.backend,
                    pgen=args.pgen, pargs=args.pargs, hashws=args.hashws, cartesian=args.cartesian,
-                   strict=args.strict)
+                   strict=args.strict, throttle=args.throttle, max_array_size=args.max_array_size)
 
 
 def _warn(messages: List[str]) -> None:

@@ -28,6 +28,8 @@ class Options:
     hashws: bool = False
     cartesian: bool = False
     strict: bool = False
+    throttle: int = 0              # at most this many tasks of one array at once (%T)
+    max_array_size: int = 0        # 0: ask the cluster (scontrol) or use the scheduler's default
 
 
 @dataclass
@@ -62,7 +64,8 @@ def build_study(options: Options, now: Optional[datetime.datetime] = None) -> St
     if options.pgen:
         extra[Path(options.pgen).name] = str(options.pgen)
     return Study(spec=spec, directory=directory, backend=backend_name, nodes=nodes, used_parameters=used,
-                 warnings=tuple(warnings.all()), extra_files=extra)
+                 warnings=tuple(warnings.all()), extra_files=extra,
+                 options={"throttle": options.throttle, "max_array_size": options.max_array_size})
 
 
 def _parameters(spec: Spec, options: Options, env: Dict[str, str], directory: Path) -> List[Parameter]:

@@ -85,6 +85,7 @@ class Study:
     used_parameters: Mapping[str, Tuple[str, ...]]   # step -> parameter keys it is expanded over
     warnings: Tuple[str, ...] = ()
     extra_files: Mapping[str, str] = field(default_factory=dict)  # relpath -> source file to copy
+    options: Mapping[str, Any] = field(default_factory=dict)      # backend options (throttle, ...)
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

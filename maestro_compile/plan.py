@@ -1,7 +1,8 @@
 """Pass 4: order the nodes and check the plan is executable (no cycles, no shared workspaces)."""
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 try:
     from graphlib import CycleError, TopologicalSorter
@@ -47,3 +48,105 @@ def check_unique_workspaces(spec: Spec, nodes: Sequence[Node]) -> None:
                             f"removed from directory names); change a label in global.parameters")
     if problems:
         raise SpecError(problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else []))
+
+
+# --- grouping nodes into scheduler jobs (arrays where the mapping allows it) ---
+
+@dataclass(frozen=True)
+class Dependency:
+    job: int                    # index of the parent Job in the plan
+    kind: str                   # "afterok" (whole job/array) | "aftercorr" (task i waits for task i)
+    task: Optional[int] = None  # with afterok on one task of an array
+
+
+@dataclass(frozen=True)
+class Job:
+    """One scheduler submission: a single node, or a chunk of a step's nodes as a job array."""
+
+    index: int
+    step: str
+    nodes: Tuple[Node, ...]
+    array: bool
+    chunk: int                  # chunk number within the step (arrays split at the size limit)
+    depends: Tuple[Dependency, ...]
+
+    @property
+    def root(self) -> bool:
+        return not self.depends
+
+
+def group_jobs(nodes: Sequence[Node], max_array: int, same_header: Callable[[Sequence[Node]], bool],
+               arrays: bool = True) -> Tuple[Job, ...]:
+    """Turn nodes into jobs: a step becomes job arrays when every dependency maps task to task
+    (aftercorr) or waits for whole parent jobs (afterok); otherwise one job per node."""
+    by_step: Dict[str, List[Node]] = {}
+    for node in nodes:
+        by_step.setdefault(node.step, []).append(node)
+    jobs: List[Job] = []
+    where: Dict[str, Tuple[int, int]] = {}          # node -> (job index, task index or -1)
+    step_jobs: Dict[str, List[int]] = {}
+    for step, members in by_step.items():
+        chunks = [members[i:i + max_array] for i in range(0, len(members), max_array)]
+        array_deps = _array_dependencies(chunks, where, step_jobs, jobs) if arrays and len(members) > 1 \
+            and same_header(members) else None
+        step_jobs[step] = []
+        if array_deps is not None:
+            for number, chunk in enumerate(chunks):
+                job = Job(len(jobs), step, tuple(chunk), True, number, array_deps[number])
+                jobs.append(job)
+                step_jobs[step].append(job.index)
+                for task, node in enumerate(chunk):
+                    where[node.name] = (job.index, task)
+            continue
+        for node in members:
+            deps = []
+            for parent in node.depends:
+                job_index, task = where[parent]
+                deps.append(Dependency(job_index, "afterok", task if task >= 0 else None))
+            job = Job(len(jobs), step, (node,), False, 0, tuple(sorted(set(deps), key=_dep_key)))
+            jobs.append(job)
+            step_jobs[step].append(job.index)
+            where[node.name] = (job.index, -1)
+    return tuple(jobs)
+
+
+def _dep_key(dep: Dependency):
+    return (dep.job, dep.kind, -1 if dep.task is None else dep.task)
+
+
+def _array_dependencies(chunks, where, step_jobs, jobs) -> Optional[List[Tuple[Dependency, ...]]]:
+    """Dependencies per chunk if the step can be arrays, else None."""
+    result = []
+    for chunk in chunks:
+        parent_steps: Dict[str, List[set]] = {}
+        for position, node in enumerate(chunk):
+            for parent in node.depends:
+                step = jobs[where[parent][0]].step
+                parent_steps.setdefault(step, [set() for _ in chunk])[position].add(parent)
+        deps = []
+        for step, per_task in parent_steps.items():
+            if any(not parents for parents in per_task):
+                return None  # only some tasks depend on this step
+            whole = {node.name for j in step_jobs[step] for node in jobs[j].nodes}
+            if all(parents == whole for parents in per_task):
+                deps += [Dependency(j, "afterok") for j in step_jobs[step]]
+                continue
+            corr = _corresponding(per_task, where, jobs)
+            if corr is None:
+                return None
+            deps.append(Dependency(corr, "aftercorr"))
+        result.append(tuple(sorted(set(deps), key=_dep_key)))
+    return result
+
+
+def _corresponding(per_task: List[set], where, jobs) -> Optional[int]:
+    """The parent array whose task i is the only parent of task i, if there is one."""
+    if any(len(parents) != 1 for parents in per_task):
+        return None
+    placed = [where[next(iter(parents))] for parents in per_task]
+    job_index = placed[0][0]
+    if not jobs[job_index].array or len(jobs[job_index].nodes) != len(per_task):
+        return None
+    if any(p != (job_index, task) for task, p in enumerate(placed)):
+        return None
+    return job_index

@@ -103,7 +103,7 @@ def collect(study_dir: Path, backend) -> Tuple[List[NodeStatus], Dict[str, Any]]
         row.end = _number(markers.get("END"))
         if "EXIT_CODE" in markers:
             row.exit_code = int(markers["EXIT_CODE"])
-        row.state, row.reason = backend.node_state(markers, name in ledger, runtime)
+        row.state, row.reason = backend.node_state(name, markers, name in ledger, runtime)
         rows.append(row)
     return rows, runtime
 

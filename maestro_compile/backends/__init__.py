@@ -4,9 +4,10 @@ from __future__ import annotations
 from ..errors import CompileError
 from .base import Backend
 from .local import LocalBackend
+from .slurm import SlurmBackend
 
-BACKENDS = {"local": LocalBackend}
-PLANNED = ("slurm", "lsf", "flux")
+BACKENDS = {"local": LocalBackend, "slurm": SlurmBackend}
+PLANNED = ("lsf", "flux")
 
 
 def get_backend(name: str) -> Backend:

@@ -2,11 +2,52 @@
 from __future__ import annotations
 
 import abc
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
+
+from ..errors import CompileError
+from ..expand import count
+from ..tokens import LAUNCHER_TOKEN
 
 from ..model import File, Node, Study
 from ..render import log_base, render_template
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What one $(LAUNCHER) asks for: the step's counts, or a bracket's [Nn, Mp]."""
+
+    nodes: Optional[int]
+    procs: Optional[int]
+    cores_per_task: Optional[int]
+    gpus: Optional[int]
+
+
+def parse_launcher(node: Node, bracket: Optional[str]) -> LaunchRequest:
+    """Maestro's forms: bare (the step's nodes/procs), legacy [N, P], new [Nn, Mp] (any order)."""
+    res = node.resources
+    nodes, procs = count(res.get("nodes")), count(res.get("procs"))
+    request = LaunchRequest(nodes, procs, count(res.get("cores per task")), count(res.get("gpus")))
+    if bracket is None:
+        return request
+    text = bracket.strip()
+    legacy = re.fullmatch(r"(\d+)\s*,\s*(\d+)", text)
+    if legacy:
+        want_nodes, want_procs = int(legacy.group(1)), int(legacy.group(2))
+    else:
+        parts = dict((unit, int(num)) for num, unit in re.findall(r"(\d+)\s*([np])\b", text))
+        leftover = re.sub(r"\d+\s*[np]\b|[,\s]", "", text)
+        if leftover or "p" not in parts:
+            raise CompileError(f"node '{node.name}': $(LAUNCHER)[{bracket}]: expected [Mp], [Nn, Mp] or [N, M] "
+                               f"(N nodes, M processes)")
+        want_nodes, want_procs = parts.get("n"), parts["p"]
+    for label, want, have in (("nodes", want_nodes, nodes), ("processes", want_procs, procs)):
+        if want is not None and (have is None or want > have):
+            raise CompileError(f"node '{node.name}': $(LAUNCHER)[{bracket}] asks for {want} {label} but the "
+                               f"step requests {have or 'none'} (run.{'nodes' if label == 'nodes' else 'procs'})")
+    return LaunchRequest(want_nodes, want_procs, request.cores_per_task, request.gpus)
 
 
 class Backend(abc.ABC):
@@ -30,9 +71,13 @@ class Backend(abc.ABC):
     def render_step(self, study: Study, node: Node) -> str:
         return render_template(f"{self.name}/step.sh.j2", **self.step_context(study, node))
 
-    @abc.abstractmethod
     def expand_launcher(self, node: Node, text: str) -> str:
-        """Replace $(LAUNCHER) and $(LAUNCHER)[...] in a step's command."""
+        """Replace every $(LAUNCHER) and $(LAUNCHER)[...] in a step's command."""
+        return LAUNCHER_TOKEN.sub(lambda m: self.launcher(parse_launcher(node, m.group(1))), text)
+
+    def launcher(self, request: LaunchRequest) -> str:
+        """The parallel launch prefix for ``request`` (empty: no launcher)."""
+        return ""
 
     @abc.abstractmethod
     def render_study_files(self, study: Study) -> Dict[str, File]:
@@ -51,7 +96,7 @@ class Backend(abc.ABC):
         """What the scheduler (or local runner) knows beyond the marker files."""
 
     @abc.abstractmethod
-    def node_state(self, markers: Mapping[str, str], in_ledger: bool, runtime: Mapping[str, Any]):
+    def node_state(self, name: str, markers: Mapping[str, str], in_ledger: bool, runtime: Mapping[str, Any]):
         """(state, reason) of one node."""
 
     @abc.abstractmethod

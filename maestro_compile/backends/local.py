@@ -50,7 +50,7 @@ class LocalBackend(Backend):
             "cancelled": (state_dir / "cancelled").exists(),
         }
 
-    def node_state(self, markers: Mapping[str, str], in_ledger: bool, runtime: Mapping[str, Any]):
+    def node_state(self, name: str, markers: Mapping[str, str], in_ledger: bool, runtime: Mapping[str, Any]):
         """(state, reason) of one node from its markers and the runner's state."""
         alive, cancelled = runtime["runner_alive"], runtime["cancelled"]
         if runtime["submitted_at"] is None:

@@ -1,0 +1,205 @@
+"""What the batch-scheduler backends share: scripts with directives, arrays, submit.sh, status."""
+from __future__ import annotations
+
+import abc
+import shlex
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ..errors import StudyDirError, SubmitError
+from ..expand import make_safe
+from ..model import File, Node, Study
+from ..plan import Job, group_jobs
+from ..render import log_base, render_template
+from ..status import read_ledger
+from .base import Backend
+
+FAILED_STATES = {"FAILED", "TIMEDOUT", "CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL"}
+
+
+def split_user_directives(cmd: str, prefix: str) -> Tuple[List[str], str]:
+    """Directive lines written at the top of a step's cmd (``#SBATCH --constraint=gpu``).
+
+    The scheduler only reads directives before the first command, so they move to the header;
+    the rest of cmd is returned unchanged.
+    """
+    lines = cmd.splitlines(keepends=True)
+    found, rest = [], 0
+    for i, line in enumerate(lines):
+        text = line.strip()
+        if text.startswith(prefix + " ") or text == prefix:
+            found.append(text[len(prefix):].strip())
+            rest = i + 1
+        elif text and not text.startswith("#"):
+            break
+    body = "".join(line for i, line in enumerate(lines) if i >= rest or not
+                   (line.strip().startswith(prefix + " ") or line.strip() == prefix))
+    return [f for f in found if f], body
+
+
+def sh(word: Any) -> str:
+    return shlex.quote(str(word))
+
+
+class ScheduledBackend(Backend):
+    prefix = ""
+
+    # --- compile time ---
+    @abc.abstractmethod
+    def node_directives(self, study: Study, node: Node) -> List[str]:
+        """Directive texts (without the prefix) of a node's own script."""
+
+    @abc.abstractmethod
+    def resource_directives(self, study: Study, node: Node) -> List[str]:
+        """The part of the directives that must be equal for nodes to share an array."""
+
+    @abc.abstractmethod
+    def array_directives(self, study: Study, job: Job, log: str) -> List[str]:
+        """Directives of an array dispatcher script."""
+
+    def max_array_size(self) -> int:
+        return 1000
+
+    def step_context(self, study: Study, node: Node) -> Dict[str, Any]:
+        context = super().step_context(study, node)
+        body = split_user_directives(node.cmd, self.prefix)[1]
+        context["cmd"] = self.expand_launcher(node, body).rstrip("\n")
+        context["prefix"] = self.prefix
+        context["directives"] = self.node_directives(study, node)
+        return context
+
+    def plan_jobs(self, study: Study) -> Tuple[Job, ...]:
+        limit = int(study.options.get("max_array_size") or self.max_array_size())
+        arrays = not study.options.get("no_arrays")
+
+        def same_header(nodes: Sequence[Node]) -> bool:
+            first = self.resource_directives(study, nodes[0])
+            return all(self.resource_directives(study, n) == first for n in nodes[1:])
+        return group_jobs(study.nodes, limit, same_header, arrays)
+
+    def array_script(self, job: Job) -> str:
+        suffix = f".array{job.chunk}" if job.chunk else ".array"
+        return f"{job.step}/{make_safe(job.step)}{suffix}{self.script_suffix}"
+
+    def render_study_files(self, study: Study) -> Dict[str, File]:
+        jobs = self.plan_jobs(study)
+        files: Dict[str, File] = {}
+        for job in jobs:
+            if job.array:
+                log = f"{make_safe(job.step)}.array{job.chunk}.log"
+                text = render_template(f"{self.name}/array.sh.j2", shell=study.spec.batch.get("shell", "/bin/bash"),
+                                       prefix=self.prefix, directives=self.array_directives(study, job, log),
+                                       step=job.step, study_name=study.spec.name,
+                                       study_dir=str(study.directory),
+                                       scripts=[n.script for n in job.nodes],
+                                       logs=[log_base(n) for n in job.nodes])
+                files[self.array_script(job)] = File(text, executable=True)
+        files["submit.sh"] = File(self.render_submit(study, jobs), executable=True)
+        return files
+
+    @abc.abstractmethod
+    def render_submit(self, study: Study, jobs: Sequence[Job]) -> str:
+        """The plain-bash submit script."""
+
+    def manifest_extra(self, study: Study) -> Dict[str, Any]:
+        jobs = self.plan_jobs(study)
+        return {"jobs": [{"step": j.step, "array": j.array, "tasks": len(j.nodes),
+                          "script": self.array_script(j) if j.array else j.nodes[0].script,
+                          "depends": [{"job": d.job, "kind": d.kind, **({"task": d.task} if d.task is not None else {})}
+                                      for d in j.depends]} for j in jobs],
+                "throttle": study.options.get("throttle") or 0}
+
+    # --- run time ---
+    def submit(self, study_dir: Path, manifest: Mapping[str, Any], jobs: int) -> str:
+        argv = ["bash", str(study_dir / "submit.sh")]
+        result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=str(study_dir))
+        if result.returncode != 0:
+            raise SubmitError((result.stderr.strip() + "\n" + result.stdout.strip()).strip()
+                              or f"submit.sh exited {result.returncode}")
+        return result.stdout.strip()
+
+    @abc.abstractmethod
+    def query(self, ids: Sequence[str]) -> Dict[str, Tuple[str, str, str]]:
+        """job id -> (native state, reason, exit code) for the ids the scheduler still knows."""
+
+    @abc.abstractmethod
+    def native_state(self, native: str) -> str:
+        """A native state name mapped to ours."""
+
+    @abc.abstractmethod
+    def cancel_argv(self, ids: Sequence[str]) -> List[str]:
+        """One command that cancels all ``ids``."""
+
+    def runtime_state(self, study_dir: Path, manifest: Mapping[str, Any]) -> Dict[str, Any]:
+        ledger = read_ledger(study_dir)
+        submitted = (study_dir / ".maestro" / "submitted").exists()
+        ids = [entry[1] for entry in ledger.values()]
+        native = self.query(ids) if ids else {}
+        return {"submitted_at": min((e[0] for e in ledger.values()), default=None) if submitted else None,
+                "jobs": {node: native.get(entry[1]) for node, entry in ledger.items()},
+                "parents": {name: info["depends"] for name, info in manifest["nodes"].items()},
+                "cancelled": (study_dir / ".maestro" / "cancelled").exists()}
+
+    def node_state(self, name: str, markers: Mapping[str, str], in_ledger: bool,
+                   runtime: Mapping[str, Any]) -> Tuple[str, str]:
+        if runtime["submitted_at"] is None or not in_ledger:
+            return "INITIALIZED", ""
+        native = runtime["jobs"].get(name)
+        marker_state = _marker_state(markers)
+        if native is None:
+            # gone from the scheduler's memory and accounting: the markers are all we have
+            return marker_state or ("UNKNOWN", "the scheduler no longer knows the job and it left no markers")
+        state = self.native_state(native[0])
+        if state in ("RUNNING", "PENDING") and marker_state and marker_state[0] in ("FINISHED", "FAILED"):
+            return marker_state  # the job ended; the scheduler has not caught up yet
+        reason = native[1] if native[1] not in ("None", "") else ""
+        if state == "PENDING" and "Held" in reason:
+            reason = "held (released once the whole study is queued)"
+        if state == "FAILED" and marker_state and marker_state[0] == "FAILED":
+            reason = marker_state[1]
+        if state in ("CANCELLED", "PENDING") and ("Dependency" in reason or state == "CANCELLED"):
+            failed = _failed_ancestor(name, runtime)
+            if failed:
+                return "CANCELLED", f"ancestor {failed} failed"
+        return state, reason
+
+    def cancel(self, study_dir: Path, manifest: Mapping[str, Any]) -> str:
+        ledger = read_ledger(study_dir)
+        if not ledger:
+            raise StudyDirError(f"{study_dir}: the study has not been submitted; nothing to cancel")
+        (study_dir / ".maestro").mkdir(exist_ok=True)
+        (study_dir / ".maestro" / "cancelled").write_text(f"{int(time.time())}\n")
+        argv = self.cancel_argv([entry[1] for entry in ledger.values()])
+        result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if result.returncode != 0 and result.stderr.strip():
+            # cancelling jobs that already ended is not an error for the user
+            return f"cancel requested ({' '.join(argv[:1])}: {result.stderr.strip().splitlines()[0]})"
+        return f"cancelled {len(argv) - 1} job(s) of the study with {argv[0]}"
+
+
+def _marker_state(markers: Mapping[str, str]) -> Optional[Tuple[str, str]]:
+    if "EXIT_CODE" in markers:
+        if markers["EXIT_CODE"] == "0":
+            return "FINISHED", ""
+        return "FAILED", f"exit code {markers['EXIT_CODE']}"
+    if "START" in markers:
+        return "RUNNING", ""
+    return None
+
+
+def _failed_ancestor(name: str, runtime: Mapping[str, Any]) -> Optional[str]:
+    """The nearest ancestor whose job failed, timed out or was cancelled (for the reason column)."""
+    parents = runtime["parents"]
+    queue, seen = list(parents.get(name, ())), set()
+    while queue:
+        node = queue.pop(0)
+        if node in seen:
+            continue
+        seen.add(node)
+        native = runtime["jobs"].get(node)
+        if native and native[0].split()[0] in ("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"):
+            return node
+        queue.extend(parents.get(node, ()))
+    return None

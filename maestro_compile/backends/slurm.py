@@ -1,0 +1,210 @@
+"""Slurm: #SBATCH scripts, job arrays, a submit.sh chained with --dependency, status from sacct."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from ..errors import SchedulerCommandError, StudyDirError
+from ..expand import count, make_safe
+from ..model import File, Node, Study
+from ..plan import Job, group_jobs
+from ..render import log_base, render_template
+from .base import Backend, LaunchRequest
+from .scheduled import ScheduledBackend, sh, split_user_directives
+
+DEFAULT_MAX_ARRAY = 1001   # Slurm's default MaxArraySize (slurm.conf)
+CHUNK = 500                # ids per sacct/squeue call (argument length, slurmdbd load)
+
+# sacct/squeue state -> our state; "CANCELLED by 123" is matched on its first word
+STATES = {
+    "PENDING": "PENDING", "REQUEUED": "PENDING", "REQUEUE_HOLD": "PENDING", "REQUEUE_FED": "PENDING",
+    "CONFIGURING": "PENDING", "RESV_DEL_HOLD": "PENDING",
+    "RUNNING": "RUNNING", "COMPLETING": "RUNNING", "STAGE_OUT": "RUNNING", "SIGNALING": "RUNNING",
+    "RESIZING": "RUNNING", "SUSPENDED": "SUSPENDED", "STOPPED": "SUSPENDED",
+    "COMPLETED": "FINISHED", "FAILED": "FAILED", "SPECIAL_EXIT": "FAILED", "REVOKED": "CANCELLED",
+    "TIMEOUT": "TIMEDOUT", "DEADLINE": "TIMEDOUT", "CANCELLED": "CANCELLED", "PREEMPTED": "PREEMPTED",
+    "OUT_OF_MEMORY": "OUT_OF_MEMORY", "NODE_FAIL": "NODE_FAIL", "BOOT_FAIL": "NODE_FAIL",
+}
+
+
+def directive_value(value: Any) -> str:
+    """A value inside "...": one line, with quotes and backslashes escaped."""
+    text = " ".join(str(value).splitlines())
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _truthy(value: Any) -> bool:
+    """exclusive: a parameter can only give a string, and "False" must mean false."""
+    if isinstance(value, dict):
+        value = value.get("allocation", False)
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "1", "on")
+    return bool(value)
+
+
+class SlurmBackend(ScheduledBackend):
+    name = "slurm"
+    script_suffix = ".slurm.sh"
+    prefix = "#SBATCH"
+
+    def launcher(self, request: LaunchRequest) -> str:
+        words = ["srun"]
+        if request.procs:
+            words += ["-n", str(request.procs)]
+        if request.nodes:
+            words += ["-N", str(request.nodes)]
+        if request.cores_per_task:
+            words += ["-c", str(request.cores_per_task)]
+        return " ".join(words)
+
+    def resource_directives(self, study: Study, node: Node) -> List[str]:
+        """The directives every node of a step shares (an array needs them identical)."""
+        batch, res = study.spec.batch, node.resources
+        nodes = count(res.get("nodes")) or count(batch.get("nodes"))
+        procs = count(res.get("procs")) or count(batch.get("procs"))
+        lines = []
+        if nodes:
+            lines.append(f"--nodes={nodes}")
+        if procs:
+            lines.append(f"--ntasks={procs}")
+        if count(res.get("cores per task")):
+            lines.append(f"--cpus-per-task={count(res.get('cores per task'))}")
+        for key, option in (("queue", "partition"), ("bank", "account")):
+            if batch.get(key):
+                lines.append(f'--{option}="{directive_value(batch[key])}"')
+        walltime = res.get("walltime")
+        if walltime not in (None, ""):
+            lines.append(f'--time="{directive_value(walltime)}"')
+        if count(res.get("gpus")):
+            lines.append(f"--gres=gpu:{count(res.get('gpus'))}")
+        if _truthy(res.get("exclusive", False)):
+            lines.append("--exclusive")
+        for key in ("reservation", "qos"):
+            value = res.get(key) or batch.get(key)
+            if value:
+                lines.append(f'--{key}="{directive_value(value)}"')
+        lines.append(f'--comment="{directive_value(node.description)}"')
+        lines += split_user_directives(node.cmd, self.prefix)[0]
+        return lines
+
+    def node_directives(self, study: Study, node: Node) -> List[str]:
+        base = make_safe(node.job_name)
+        return ([f'--job-name="{directive_value(node.job_name)}"', f"--output={base}.out", f"--error={base}.err"]
+                + self.resource_directives(study, node))
+
+    def array_directives(self, study: Study, job: Job, log: str) -> List[str]:
+        return ([f'--job-name="{directive_value(job.step)}"', f"--output={log}", "--open-mode=append"]
+                + self.resource_directives(study, job.nodes[0]))
+
+    def max_array_size(self) -> int:
+        """The cluster's MaxArraySize when scontrol is here, else Slurm's default."""
+        if not shutil.which("scontrol"):
+            return DEFAULT_MAX_ARRAY
+        try:
+            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=20).stdout
+        except (OSError, subprocess.SubprocessError):
+            return DEFAULT_MAX_ARRAY
+        match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
+        return int(match.group(1)) if match else DEFAULT_MAX_ARRAY
+
+    # --- status ---
+    def query(self, ids: Sequence[str]) -> Dict[str, Tuple[str, str, str]]:
+        """job id (123 or 123_4) -> (native state, reason, exit code), from sacct or squeue."""
+        bases = sorted({i.split("_")[0] for i in ids}, key=int)
+        result: Dict[str, Tuple[str, str, str]] = {}
+        for start in range(0, len(bases), CHUNK):
+            chunk = ",".join(bases[start:start + CHUNK])
+            argv = ["sacct", "-X", "-P", "-n", "-j", chunk, "--format=JobID,State,Reason,ExitCode"]
+            proc = _run(argv)
+            if proc.returncode != 0:
+                argv = ["squeue", "-h", "-t", "all", "-j", chunk, "-o", "%i|%T|%r|"]
+                proc = _run(argv)
+                if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
+                    raise SchedulerCommandError(argv, proc.returncode, proc.stdout, proc.stderr)
+            result.update(parse_job_table(proc.stdout))
+        return result
+
+    def native_state(self, native: str) -> str:
+        return STATES.get(native.split()[0].rstrip("+"), "UNKNOWN") if native else "UNKNOWN"
+
+    def render_submit(self, study: Study, jobs: Sequence[Job]) -> str:
+        return _render_submit(self, study, jobs)
+
+    def cancel_argv(self, ids: Sequence[str]) -> List[str]:
+        return ["scancel", *sorted({i.split("_")[0] for i in ids}, key=int)]
+
+
+def _run(argv: List[str]) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise StudyDirError(f"{argv[0]} is not installed here: run `maestro status` on a machine of the "
+                            f"cluster the study was submitted to") from None
+
+
+def expand_array_ids(job_id: str) -> List[str]:
+    """``123_[0-3,7%2]`` -> 123_0 .. 123_3, 123_7; plain ids are returned as they are."""
+    match = re.fullmatch(r"(\d+)_\[([^\]]*)\]", job_id)
+    if not match:
+        return [job_id]
+    base, spec = match.group(1), match.group(2).split("%")[0]
+    ids = []
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit():
+            ids += [f"{base}_{i}" for i in range(int(low), int(high or low) + 1)]
+    return ids
+
+
+def parse_job_table(text: str) -> Dict[str, Tuple[str, str, str]]:
+    """Rows of ``JobID|State|Reason|ExitCode`` (sacct -P) or squeue's ``%i|%T|%r|``."""
+    result = {}
+    for line in text.splitlines():
+        fields = line.split("|")
+        if len(fields) < 3 or not fields[0] or "." in fields[0]:
+            continue
+        state, reason = fields[1], fields[2]
+        exit_code = fields[3] if len(fields) > 3 else ""
+        for job_id in expand_array_ids(fields[0].strip()):
+            result[job_id] = (state.strip(), reason.strip(), exit_code.strip())
+    return result
+
+
+def _submit_args(study: Study, job: Job, jobs: Sequence[Job], script: str) -> List[str]:
+    """sbatch arguments as shell words (user data quoted; ${Jn} left for the shell)."""
+    args = []
+    if job.root:
+        args.append("--hold")
+    else:
+        deps = []
+        for dep in job.depends:
+            target = f"${{J{dep.job}}}" + (f"_{dep.task}" if dep.task is not None else "")
+            deps.append(f"{dep.kind}:{target}")
+        args += [f'"--dependency={",".join(deps)}"', "--kill-on-invalid-dep=yes"]
+    if job.array:
+        throttle = study.options.get("throttle") or 0
+        args.append(f"--array=0-{len(job.nodes) - 1}" + (f"%{throttle}" if throttle else ""))
+    workdir = study.directory / (job.step if job.array else job.nodes[0].workspace)
+    args += ["-D", sh(workdir), sh(study.directory / script)]
+    return args
+
+
+def _render_submit(self, study: Study, jobs: Sequence[Job]) -> str:
+    entries = []
+    for job in jobs:
+        script = self.array_script(job) if job.array else job.nodes[0].script
+        what = (f"step {job.step}: {len(job.nodes)} node(s) as a job array" if job.array
+                else f"node {job.nodes[0].name}")
+        parents = ", ".join(f"{d.kind} J{d.job}" + (f" task {d.task}" if d.task is not None else "")
+                            for d in job.depends) or "none (held until everything is queued)"
+        entries.append({"var": f"J{job.index}", "label": job.nodes[0].name if not job.array else job.step,
+                        "comment": f"J{job.index} = {' '.join(what.splitlines())}; waits for: {parents}",
+                        "args": _submit_args(study, job, jobs, script), "root": job.root,
+                        "array": job.array, "nodes": [n.name for n in job.nodes]})
+    return render_template("slurm/submit.sh.j2", study_name=study.spec.name, jobs=entries,
+                           array_count=sum(1 for j in jobs if j.array), node_count=len(study.nodes),
+                           largest_array=max((len(j.nodes) for j in jobs if j.array), default=0))
+
