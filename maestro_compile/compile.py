@@ -71,12 +71,13 @@ def build_study(options: Options, now: Optional[datetime.datetime] = None) -> St
 def _parameters(spec: Spec, options: Options, env: Dict[str, str], directory: Path) -> List[Parameter]:
     if options.pargs and not options.pgen:
         raise SpecError(["--pargs needs --pgen: the KEY:VALUE pairs are passed to a parameter generator"])
+    product = options.cartesian or spec.raw.data.get("global.combine") == "cartesian"
     if options.pgen:
         generator = load_generator(Path(options.pgen), env, parse_pargs(options.pargs))
+        if product:
+            generator = cartesian_product(generator)
     else:
-        generator = from_spec_block(spec.parameters)
-    if options.cartesian or spec.raw.data.get("global.combine") == "cartesian":
-        generator = cartesian_product(generator)
+        generator = from_spec_block(spec.parameters, product)
     return generator.to_parameters()
 
 

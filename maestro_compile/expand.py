@@ -83,12 +83,22 @@ def _check_step_names(spec: Spec, steps: List[_Step]) -> None:
 def _link(spec: Spec, steps: List[_Step], by_name: Dict[str, _Step]) -> None:
     """Split depends into regular and funnel parents; check $(x.workspace) references."""
     problems = []
+    seen: Set[str] = set()
     for step in steps:
-        for dep in step.run.get("depends") or []:
-            if "*" in dep:
-                step.funnels.append(re.sub(r"_\*|\*", "", dep))
+        for j, dep in enumerate(step.run.get("depends") or []):
+            target = re.sub(r"_\*|\*", "", dep)
+            if target not in seen:
+                where = spec.raw.where(("study", step.spec.index, "run", "depends", j))
+                from .schema import suggest
+                kind = "defined later" if target in by_name else f"unknown{suggest(target, by_name)}"
+                problems.append(f"{where}: study[{step.spec.index}].run.depends[{j}]: step '{target}' is {kind}")
+            elif "*" in dep:
+                step.funnels.append(target)
             else:
                 step.regular.append(dep)
+        seen.add(step.name)
+    if problems:
+        raise SpecError(problems)
     for step in steps:
         text = "\n".join(str(step.run.get(key) or "") for key in TEXT_KEYS)
         for ref in find_workspace_refs(text):
@@ -147,13 +157,11 @@ def _used_parameters(step: _Step, by_name: Dict[str, _Step], keys: Sequence[str]
 
 
 def _row_substitution(parameters: Sequence[Parameter], used: Sequence[str], row: int) -> List[Tuple[str, str]]:
-    """(token, text) pairs in Maestro's order: per parameter, label then value then name."""
-    pairs = []
-    for param in parameters:
-        if param.key in used:
-            pairs += [(f"$({param.key}.label)", param.labels[row]), (f"$({param.key})", str(param.values[row])),
-                      (f"$({param.key}.name)", param.name)]
-    return pairs
+    """(token, text) pairs in Maestro's order: every label, then every value, then every name."""
+    chosen = [param for param in parameters if param.key in used]
+    return ([(f"$({p.key}.label)", p.labels[row]) for p in chosen]
+            + [(f"$({p.key})", str(p.values[row])) for p in chosen]
+            + [(f"$({p.key}.name)", p.name) for p in chosen])
 
 
 def _apply(value: Any, pairs: List[Tuple[str, str]]) -> Any:

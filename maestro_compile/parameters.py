@@ -40,7 +40,9 @@ class Combination:
         """Substitute this combination's tokens in ``item``: labels, then values, then names."""
         for key in self._values:
             item = item.replace(f"{self._token}({key}.label)", self._labels[key])
+        for key in self._values:
             item = item.replace(f"{self._token}({key})", str(self._values[key]))
+        for key in self._values:
             item = item.replace(f"{self._token}({key}.name)", self._names[key])
         return item
 
@@ -109,12 +111,24 @@ class ParameterGenerator:
                 for key, values in self.parameters.items()]
 
 
-def from_spec_block(block: Dict[str, Dict[str, Any]]) -> ParameterGenerator:
+def from_spec_block(block: Dict[str, Dict[str, Any]], cartesian_product: bool = False) -> ParameterGenerator:
     """A generator for the ``global.parameters`` block (already validated)."""
+    if cartesian_product:
+        return _product([(key, list(entry["values"]), entry["label"], key) for key, entry in block.items()])
     generator = ParameterGenerator()
     for key, entry in block.items():
         generator.add_parameter(key, entry["values"], entry["label"])
     return generator
+
+
+def _product(columns, token: str = "$", ltoken: str = "%%") -> ParameterGenerator:
+    """(key, values, label, name) columns combined as nested loops, the last varying fastest."""
+    product = ParameterGenerator(token, ltoken)
+    rows = list(itertools.product(*(range(len(values)) for _, values, _, _ in columns)))
+    for position, (key, values, label, name) in enumerate(columns):
+        labels = label if isinstance(label, str) else [label[row[position]] for row in rows]
+        product.add_parameter(key, [values[row[position]] for row in rows], labels, name)
+    return product
 
 
 def cartesian(generator: ParameterGenerator) -> ParameterGenerator:
@@ -123,12 +137,5 @@ def cartesian(generator: ParameterGenerator) -> ParameterGenerator:
     Combinations are ordered like nested loops over the parameters in declaration order,
     the last parameter varying fastest.
     """
-    keys = list(generator.parameters)
-    product = ParameterGenerator(generator.token, generator.ltoken)
-    rows = list(itertools.product(*(range(len(generator.parameters[k])) for k in keys)))
-    for position, key in enumerate(keys):
-        label = generator.labels[key]
-        values = [generator.parameters[key][row[position]] for row in rows]
-        labels = label if isinstance(label, str) else [label[row[position]] for row in rows]
-        product.add_parameter(key, values, labels, generator.names[key])
-    return product
+    return _product([(key, values, generator.labels[key], generator.names[key])
+                     for key, values in generator.parameters.items()], generator.token, generator.ltoken)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any, Dict, List, Tuple
 
 import voluptuous as vol
@@ -51,6 +52,15 @@ def _priority(value: Any):
 
 
 TOKEN = vol.All(str, vol.Match(TOKEN_PATTERN))
+
+
+def _exclusive(value: Any):
+    # a mapping is checked on its own so that its errors keep their key path
+    if isinstance(value, dict):
+        return EXCLUSIVE_MAPPING(value)
+    if isinstance(value, bool) or (isinstance(value, str) and re.match(TOKEN_PATTERN, value)):
+        return value
+    raise vol.Invalid("expected true, false, a $(TOKEN), or {allocation: bool, launcher: bool}")
 NONEMPTY = vol.Any(_nonempty_str, msg="expected a non-empty string")
 
 
@@ -72,6 +82,7 @@ def _unique_list(value: Any) -> list:
 
 
 BOOL_OR_TOKEN = vol.Any(_is_bool, TOKEN, msg="expected true, false or a single $(TOKEN)")
+EXCLUSIVE_MAPPING = vol.Schema({"allocation": BOOL_OR_TOKEN, "launcher": BOOL_OR_TOKEN})
 
 RUN = vol.Schema({
     vol.Required("cmd"): NONEMPTY,
@@ -92,9 +103,7 @@ RUN = vol.Schema({
                         msg="expected a duration such as \"01:30:00\", minutes as an integer, or a $(TOKEN)"),
     "reservation": NONEMPTY,
     "qos": NONEMPTY,
-    "exclusive": vol.Any(_is_bool, TOKEN,
-                         vol.Schema({"allocation": BOOL_OR_TOKEN, "launcher": BOOL_OR_TOKEN}),
-                         msg="expected true, false, a $(TOKEN), or {allocation: bool, launcher: bool}"),
+    "exclusive": _exclusive,
     "nested": vol.Any(_is_bool, msg="expected true or false"),
     "waitable": vol.Any(_is_bool, msg="expected true or false"),
     "priority": vol.Any(_priority, msg="expected one of held, minimal, low, medium, high, expedite "
@@ -353,6 +362,8 @@ def _check_names(raw: RawSpec, problems) -> None:
 def _check_dependency(raw: RawSpec, index: int, j: int, dep: str, earlier: Dict[str, int], problems) -> None:
     path = ("study", index, "run", "depends", j)
     name = raw.data["study"][index]["name"]
+    if "$(" in dep or "$(" in name:
+        return  # names built from env tokens are checked once substituted (expand)
     target = dep[:-2] if dep.endswith("_*") else dep.rstrip("*") if dep.endswith("*") else dep
     all_steps = {s.get("name"): i for i, s in enumerate(raw.data["study"])}
     if target == name:

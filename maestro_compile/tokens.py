@@ -53,8 +53,10 @@ def _resolve(names: List[Tuple[str, str]], fixed: Mapping[str, str], spec: Spec)
             return resolved[name]
         if name in visiting:
             cycle = " -> ".join(visiting[visiting.index(name):] + [name])
-            line = spec.raw.where(("env",))
-            raise SpecError([f"{line}: env: variables refer to each other in a cycle: {cycle}"])
+            env = spec.raw.data.get("env") or {}
+            block = "variables" if name in (env.get("variables") or {}) else "labels"
+            line = spec.raw.where(("env", block, name))
+            raise SpecError([f"{line}: env.{block}.{name}: variables refer to each other in a cycle: {cycle}"])
         visiting.append(name)
         text = ENV_TOKEN.sub(lambda m: resolve(m.group(1)) if m.group(1) in raw or m.group(1) in resolved
                              else m.group(0), raw[name])
@@ -122,23 +124,26 @@ def clone_git_dependencies(spec: Spec, env: Mapping[str, str], study_dir: Path, 
             raise CompileError(f"{where}: git dependency '{dep.name}': {final} already exists; "
                                f"remove it or choose another path (it is never overwritten)")
         url = substitute(dep.url, env)
-        _git(["git", "clone", "--quiet", url, str(target)], where, dep.name)
+        _git(["git", "clone", "--quiet", url, str(target)], where, dep.name, (str(target), str(final)))
         if target == final:
             made_outside.append(target)
         revision = dep.hash or (f"tags/{dep.tag}" if dep.tag else None) or dep.branch
         if revision:
-            _git(["git", "-C", str(target), "checkout", "--quiet", revision], where, dep.name)
+            _git(["git", "-C", str(target), "checkout", "--quiet", revision], where, dep.name,
+                 (str(target), str(final)))
     return made_outside
 
 
-def _git(argv: List[str], where: str, name: str) -> None:
+def _git(argv: List[str], where: str, name: str, shown: Tuple[str, str]) -> None:
     try:
         result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         raise CompileError(f"{where}: git dependency '{name}' needs git, which is not installed") from None
     if result.returncode != 0:
-        raise CompileError(f"{where}: git dependency '{name}': {' '.join(argv)} failed: "
-                           f"{result.stderr.strip() or result.stdout.strip()}")
+        # the user knows the final study path, not our hidden staging directory
+        command = " ".join(argv).replace(*shown)
+        detail = (result.stderr.strip() or result.stdout.strip()).replace(*shown)
+        raise CompileError(f"{where}: git dependency '{name}': {command} failed: {detail}")
 
 
 def unknown_tokens(text: str, known_names: Iterable[str]) -> List[str]:
