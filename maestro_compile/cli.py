@@ -38,6 +38,11 @@ def _spec_options(parser: argparse.ArgumentParser, with_out: bool = True) -> Non
     parser.add_argument("--strict", action="store_true", help="treat unknown $(TOKEN)s as errors")
     parser.add_argument("-t", "--throttle", type=_positive, default=0, metavar="T",
                         help="schedulers: run at most T tasks of each job array at once")
+    parser.add_argument("--retries", type=_non_negative, default=0, metavar="N",
+                        help="rerun a failed step inside its job up to N times before it counts as failed")
+    parser.add_argument("-r", "--rlimit", type=_non_negative, default=1, metavar="N",
+                        help="schedulers: restart a timed-out step with its `restart` command up to N times "
+                             "(0: unlimited; default 1, as in Maestro)")
     parser.add_argument("--max-array-size", type=_positive, default=0, metavar="N",
                         help="schedulers: split job arrays into chunks of at most N tasks "
                              "(default: the cluster's MaxArraySize, read with scontrol)")
@@ -88,10 +93,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got '{text}'")
+    return int(text)
+
+
 def _options(args: argparse.Namespace) -> Options:
     return Options(spec_path=args.spec, out_dir=getattr(args, "out", None), backend=args.backend,
                    pgen=args.pgen, pargs=args.pargs, hashws=args.hashws, cartesian=args.cartesian,
-                   strict=args.strict, throttle=args.throttle, max_array_size=args.max_array_size)
+                   strict=args.strict, throttle=args.throttle, max_array_size=args.max_array_size,
+                   retries=args.retries, rlimit=args.rlimit)
 
 
 def _warn(messages: List[str]) -> None:

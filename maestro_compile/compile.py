@@ -30,6 +30,8 @@ class Options:
     strict: bool = False
     throttle: int = 0              # at most this many tasks of one array at once (%T)
     max_array_size: int = 0        # 0: ask the cluster (scontrol) or use the scheduler's default
+    retries: int = 0               # rerun a failed step inside its job up to this many times
+    rlimit: int = 1                # restarts on timeout for steps with `restart` (0: unlimited)
 
 
 @dataclass
@@ -65,7 +67,8 @@ def build_study(options: Options, now: Optional[datetime.datetime] = None) -> St
         extra[Path(options.pgen).name] = str(options.pgen)
     return Study(spec=spec, directory=directory, backend=backend_name, nodes=nodes, used_parameters=used,
                  warnings=tuple(warnings.all()), extra_files=extra,
-                 options={"throttle": options.throttle, "max_array_size": options.max_array_size})
+                 options={"throttle": options.throttle, "max_array_size": options.max_array_size,
+                          "retries": options.retries, "rlimit": options.rlimit})
 
 
 def _parameters(spec: Spec, options: Options, env: Dict[str, str], directory: Path) -> List[Parameter]:

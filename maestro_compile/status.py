@@ -62,7 +62,7 @@ def read_markers(path: Path) -> Dict[str, str]:
                 if sep:
                     if key == "START":
                         markers["STARTS"] = str(int(markers.get("STARTS", "0")) + 1)
-                        for stale in ("END", "EXIT_CODE", "SIGNAL"):
+                        for stale in ("END", "EXIT_CODE", "SIGNAL", "REQUEUE"):
                             markers.pop(stale, None)
                     markers[key] = value
     except OSError:

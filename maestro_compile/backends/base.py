@@ -66,6 +66,9 @@ class Backend(abc.ABC):
             "script_name": "./" + node.script.rsplit("/", 1)[-1],
             "status_file": str(study.directory / f"{base}.status"),
             "cmd": self.expand_launcher(node, node.cmd).rstrip("\n"),
+            "restart": None,
+            "retries": int(study.options.get("retries") or 0),
+            "rlimit": int(study.options.get("rlimit", 1)),
         }
 
     def render_step(self, study: Study, node: Node) -> str:

@@ -66,6 +66,8 @@ class ScheduledBackend(Backend):
         context = super().step_context(study, node)
         body = split_user_directives(node.cmd, self.prefix)[1]
         context["cmd"] = self.expand_launcher(node, body).rstrip("\n")
+        if node.restart is not None and node.resources.get("walltime") not in (None, ""):
+            context["restart"] = self.expand_launcher(node, node.restart).rstrip("\n")
         context["prefix"] = self.prefix
         context["directives"] = self.node_directives(study, node)
         return context
@@ -152,6 +154,8 @@ class ScheduledBackend(Backend):
             # gone from the scheduler's memory and accounting: the markers are all we have
             return marker_state or ("UNKNOWN", "the scheduler no longer knows the job and it left no markers")
         state = self.native_state(native[0])
+        if "REQUEUE" in markers and state in ("RUNNING", "PENDING"):
+            return state, "requeued to run its restart command"
         if state in ("RUNNING", "PENDING") and marker_state and marker_state[0] in ("FINISHED", "FAILED"):
             return marker_state  # the job ended; the scheduler has not caught up yet
         reason = native[1] if native[1] not in ("None", "") else ""

@@ -30,6 +30,33 @@ STATES = {
 }
 
 
+def walltime_seconds(value: Any) -> Optional[int]:
+    """Slurm --time: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS (sbatch.1)."""
+    if value in (None, ""):
+        return None
+    text = str(value).strip()
+    days = 0
+    if "-" in text:
+        day_text, text = text.split("-", 1)
+        days = int(day_text) if day_text.isdigit() else 0
+        parts = [int(p) for p in text.split(":") if p.isdigit()]
+        parts += [0] * (3 - len(parts))
+        return days * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+    parts = [int(p) for p in text.split(":") if p.isdigit()]
+    if len(parts) == 1:
+        return parts[0] * 60
+    if len(parts) == 2:
+        return parts[0] * 60 + parts[1]
+    if len(parts) == 3:
+        return parts[0] * 3600 + parts[1] * 60 + parts[2]
+    return None
+
+
+def warning_seconds(limit: int) -> int:
+    """How long before the time limit to ask for the restart: a fifth, 10 s to 5 min."""
+    return max(10, min(300, limit // 5))
+
+
 def directive_value(value: Any) -> str:
     """A value inside "...": one line, with quotes and backslashes escaped."""
     text = " ".join(str(value).splitlines())
@@ -87,6 +114,10 @@ class SlurmBackend(ScheduledBackend):
             if value:
                 lines.append(f'--{key}="{directive_value(value)}"')
         lines.append(f'--comment="{directive_value(node.description)}"')
+        seconds = walltime_seconds(walltime)
+        if node.restart is not None and seconds:
+            # USR1 to the batch shell ahead of the limit; the script then requeues itself
+            lines += ["--requeue", "--open-mode=append", f"--signal=B:USR1@{warning_seconds(seconds)}"]
         lines += split_user_directives(node.cmd, self.prefix)[0]
         return lines
 

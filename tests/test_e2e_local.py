@@ -1,0 +1,538 @@
+"""End-to-end tests of the local backend through the real CLI (`python -m maestro_compile`).
+
+Every study under examples/ is run to completion and its outputs are checked; small studies
+written by the tests check the run-time contract of the detached runner: submit returns at once,
+failures cascade, cancel stops everything, a study runs only once, --jobs limits concurrency and
+the runner lives in its own session.
+
+Steps that must stay "running" for a while wait on a gate file (see ``gated``) instead of sleeping
+for a fixed time, so the tests release them as soon as they have looked, and never sleep blindly.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+DEADLINE = 30.0          # upper bound of any wait; a healthy run needs a small fraction of it
+GATE_SECONDS = 15        # how long a gated step waits for its release before failing on its own
+HAVE_PROC = Path("/proc/self/stat").exists()
+
+
+# --------------------------------------------------------------------------- helpers
+
+def maestro(*args, cwd: Optional[Path] = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the CLI exactly as a user would (new interpreter, no shared state)."""
+    return subprocess.run([sys.executable, "-m", "maestro_compile", *map(str, args)], cwd=cwd,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, f"{result.args} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def status(study: Path) -> Dict[str, dict]:
+    """`maestro status --json`, as node name -> node record (in the CLI's order)."""
+    data = json.loads(ok(maestro("status", study, "--json")).stdout)
+    return {node["name"]: node for node in data["nodes"]}
+
+
+def states(study: Path) -> Dict[str, str]:
+    return {name: node["state"] for name, node in status(study).items()}
+
+
+def wait_until(predicate: Callable[[], object], what: str, timeout: float = DEADLINE, interval: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy (returned) or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_for_state(study: Path, node: str, state: str) -> Dict[str, dict]:
+    def reached():
+        nodes = status(study)
+        return nodes if nodes[node]["state"] == state else None
+    return wait_until(reached, f"{node} to be {state} in {study}")
+
+
+def wait_for_end(study: Path) -> Dict[str, dict]:
+    """Wait until the runner has ended the study; return the final status."""
+    wait_until(lambda: (study / ".maestro" / "runner.done").exists(), f"the runner of {study} to finish")
+    return status(study)
+
+
+def assert_all_finished(study: Path, expected: Sequence[str]) -> None:
+    nodes = status(study)
+    assert sorted(nodes) == sorted(expected), "node names differ from the expected ones"
+    assert len(nodes) == len(expected)
+    not_finished = {name: (node["state"], node["reason"]) for name, node in nodes.items()
+                    if node["state"] != "FINISHED"}
+    assert not not_finished
+    assert all(node["exit_code"] == 0 for node in nodes.values())
+
+
+def markers(study: Path, node: dict) -> List[tuple]:
+    """The KEY=VALUE lines of ``<workspace>/<name>.status`` (empty if the step never wrote any)."""
+    path = study / node["workspace"] / f"{node['name']}.status"
+    if not path.exists():
+        return []
+    return [tuple(line.split("=", 1)) for line in path.read_text().splitlines() if "=" in line]
+
+
+def runner_pid(study: Path) -> int:
+    return int((study / ".maestro" / "runner.pid").read_text())
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` is a live (non-zombie) process."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return not HAVE_PROC
+
+
+def session_members(sid: int) -> List[int]:
+    """Live processes whose session id is ``sid`` (Linux /proc)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(int(entry.name))
+    return members
+
+
+def gated(name: str) -> str:
+    """One line of shell that blocks until $(SPECROOT)/<name> exists (the step fails after GATE_SECONDS)."""
+    gate = f'"$(SPECROOT)/{name}"'
+    return (f"for _ in $(seq {GATE_SECONDS * 20}); do [ -e {gate} ] && break; sleep 0.05; done; "
+            f"[ -e {gate} ] || exit 1")
+
+
+class Studies:
+    """Writes specs into tmp_path and remembers every study so that teardown can stop it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.dirs: List[Path] = []
+
+    def spec(self, name: str, body: str) -> Path:
+        folder = self.root / "spec"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{name}.yaml"
+        path.write_text(f"description:\n  name: {name}\n  description: test study {name}\n"
+                        + textwrap.dedent(body))
+        return path
+
+    def release(self, gate: str) -> None:
+        (self.root / "spec" / gate).touch()
+
+    def out(self, name: str = "study") -> Path:
+        study = self.root / name
+        self.dirs.append(study)
+        return study
+
+    def compile(self, spec: Path, name: str = "study") -> Path:
+        study = self.out(name)
+        ok(maestro("compile", spec, "-o", study))
+        return study
+
+    def stop_all(self) -> None:
+        if (self.root / "spec").is_dir():  # open the gate so that no step lingers
+            self.release("release")
+        for study in self.dirs:
+            pid_file = study / ".maestro" / "runner.pid"
+            if pid_file.exists() and alive(runner_pid(study)):
+                maestro("cancel", study)
+
+
+@pytest.fixture
+def studies(tmp_path):
+    registry = Studies(tmp_path)
+    yield registry
+    registry.stop_all()
+
+
+# --------------------------------------------------------------------------- the examples
+
+def check_hello_world(study: Path) -> None:
+    assert (study / "hello_world" / "hello_world.txt").read_text() == "Hello, World!\n"
+
+
+SINGLE_NAMES = ["Pam", "Jim", "Michael", "Dwight"]
+
+
+def check_hello_world_single(study: Path) -> None:
+    for name in SINGLE_NAMES:
+        assert (study / "say_hi" / f"NAME.{name}" / f"hello_{name}.txt").read_text() == f"Hello, {name}!\n"
+
+
+HELLO_BYE = [("Hello", "Pam"), ("Ciao", "Jim"), ("Hey", "Michael"), ("Hi", "Dwight")]  # zipped, not crossed
+
+
+def check_hello_bye(study: Path) -> None:
+    for greeting, name in HELLO_BYE:
+        combo = f"GREETING.{greeting}.NAME.{name}"
+        assert (study / "hello_world" / combo / f"{greeting}_{name}.txt").read_text() == f"{greeting}, {name}!\n"
+        assert (study / "bye_world" / combo / "bye.txt").read_text() == "Bye, World!\n"
+
+
+def check_build_archive(study: Path) -> None:
+    generated = sorted((study / "generate" / "files").iterdir())
+    assert [p.name for p in generated] == ["file_1.txt", "file_2.txt", "file_3.txt"]
+    tar_path = study / "build" / "archive.tar"
+    with tarfile.open(tar_path) as archive:
+        members = {m.name.rstrip("/"): m for m in archive.getmembers()}
+        assert set(members) == {"files", "files/file_1.txt", "files/file_2.txt", "files/file_3.txt"}
+        for path in generated:
+            assert archive.extractfile(members[f"files/{path.name}"]).read() == path.read_bytes()
+    sizes = {}
+    # gzip's header byte 8 (XFL) records the compression: 4 = fastest, 2 = best
+    for option, xfl in (("--fast", 4), ("--best", 2)):
+        packed = (study / "compress" / f"COPT.{option}" / "archive.tar.gz").read_bytes()
+        assert packed[8] == xfl, f"compress_COPT.{option} was not compressed with gzip {option}"
+        assert gzip.decompress(packed) == tar_path.read_bytes()
+        sizes[option] = len(packed)
+    assert sizes["--best"] <= sizes["--fast"]
+
+
+SIZES = [10, 100, 1000]
+
+
+def check_size_sweep(study: Path) -> None:
+    estimates = {}
+    for size in SIZES:
+        result = json.loads((study / "run_simulation" / f"SIZE.{size}" / "result.json").read_text())
+        assert result["size"] == size
+        # midpoint rule for x^2 on [0, 1]: exactly 1/3 - 1/(12 N^2)
+        assert result["estimate"] == pytest.approx(1 / 3 - 1 / (12 * size ** 2), rel=1e-9)
+        estimates[size] = result["estimate"]
+    with open(study / "aggregate_results" / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["size"]) for row in rows] == SIZES
+    assert [float(row["estimate"]) for row in rows] == [estimates[size] for size in SIZES]
+    errors = [float(row["error"]) for row in rows]
+    assert errors == sorted(errors, reverse=True) and errors[-1] < 1e-6
+
+
+EXAMPLE_CASES = [
+    pytest.param("hello_world/hello_world.yaml", ["hello_world"], check_hello_world, id="hello_world"),
+    pytest.param("hello_world/hello_world_single.yaml", [f"say_hi_NAME.{n}" for n in SINGLE_NAMES],
+                 check_hello_world_single, id="hello_world_single"),
+    pytest.param("hello_world/hello_bye_parameterized.yaml",
+                 [f"{step}_GREETING.{g}.NAME.{n}" for step in ("hello_world", "bye_world") for g, n in HELLO_BYE],
+                 check_hello_bye, id="hello_bye_parameterized"),
+    pytest.param("build_archive/build_archive.yaml",
+                 ["generate", "build", "compress_COPT.--fast", "compress_COPT.--best"],
+                 check_build_archive, id="build_archive"),
+    pytest.param("size_sweep/size_sweep.yaml",
+                 [f"run_simulation_SIZE.{s}" for s in SIZES] + ["aggregate_results"],
+                 check_size_sweep, id="size_sweep"),
+]
+
+
+def test_every_example_is_covered():
+    covered = {param.values[0] for param in EXAMPLE_CASES}
+    assert {str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*.yaml")} == covered
+
+
+@pytest.mark.parametrize("spec, nodes, check", EXAMPLE_CASES)
+def test_example_runs_locally(spec, nodes, check, tmp_path, studies):
+    example_dir = (EXAMPLES / spec).parent
+    before = sorted(p.name for p in example_dir.iterdir())
+    study = studies.out()
+    result = maestro("run", EXAMPLES / spec, "-o", study, "--wait", "--poll", "0.1", cwd=tmp_path)
+    ok(result)
+    assert f"{len(nodes)} node(s): {len(nodes)} FINISHED" in result.stdout
+    assert_all_finished(study, nodes)
+    check(study)
+    # -o overrides OUTPUT_PATH: nothing is written next to the spec or in the working directory
+    assert sorted(p.name for p in example_dir.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study"]
+
+
+# --------------------------------------------------------------------------- run-time behaviour
+
+def test_submit_returns_before_the_steps_finish(studies):
+    spec = studies.spec("submit_async", f"""
+        study:
+          - name: slow
+            description: runs until the test releases it
+            run:
+              cmd: |
+                {gated('release')}
+                echo slow done > slow.txt
+          - name: after
+            description: needs slow
+            run:
+              cmd: echo after done > after.txt
+              depends: [slow]
+        """)
+    study = studies.compile(spec)
+    started = time.monotonic()
+    result = ok(maestro("submit", study))
+    took = time.monotonic() - started
+    assert took < 3.0, f"submit took {took:.1f}s: it must not wait for the steps"
+    first = states(study)
+    assert first["slow"] in ("PENDING", "RUNNING") and first["after"] == "PENDING"
+    nodes = wait_for_state(study, "slow", "RUNNING")
+    assert nodes["after"]["state"] == "PENDING"
+    assert not (study / "after" / "after.txt").exists()
+    assert "runner pid" in result.stdout
+
+    studies.release("release")
+    final = wait_for_end(study)
+    assert {name: node["state"] for name, node in final.items()} == {"slow": "FINISHED", "after": "FINISHED"}
+    assert (study / "after" / "after.txt").read_text() == "after done\n"
+
+
+CASCADE = """
+    study:
+      - name: work
+        description: fails for P=2 only
+        run:
+          cmd: |
+            if [ $(P) -eq 2 ]; then echo "failing on purpose" >&2; exit 3; fi
+            echo $(P) > out.txt
+      - name: child
+        description: one per work node
+        run:
+          cmd: |
+            touch ran
+            cat $(work.workspace)/out.txt > in.txt
+          depends: [work]
+      - name: collect
+        description: funnel over every work node
+        run:
+          cmd: touch ran
+          depends: [work_*]
+      - name: after_collect
+        description: below the funnel
+        run:
+          cmd: touch ran
+          depends: [collect]
+      - name: independent
+        description: an unrelated branch
+        run:
+          cmd: echo ok > ok.txt
+      - name: independent_child
+        description: below the unrelated branch
+        run:
+          cmd: cp $(independent.workspace)/ok.txt copy.txt
+          depends: [independent]
+    global.parameters:
+      P:
+        values: [1, 2]
+        label: P.%%
+    """
+
+
+def test_failure_cascades_to_descendants_only(studies):
+    spec = studies.spec("cascade", CASCADE)
+    study = studies.out()
+    result = maestro("run", spec, "-o", study, "--wait", "--poll", "0.1")
+    assert result.returncode == 2, result.stdout + result.stderr
+
+    nodes = status(study)
+    assert {name: node["state"] for name, node in nodes.items()} == {
+        "work_P.1": "FINISHED", "work_P.2": "FAILED",
+        "child_P.1": "FINISHED", "child_P.2": "CANCELLED",
+        "collect": "CANCELLED", "after_collect": "CANCELLED",
+        "independent": "FINISHED", "independent_child": "FINISHED",
+    }
+    assert nodes["work_P.2"]["exit_code"] == 3
+    assert "3" in nodes["work_P.2"]["reason"]
+    assert (study / "work" / "P.2" / "work_P.2.err").read_text() == "failing on purpose\n"
+    for name in ("child_P.2", "collect", "after_collect"):
+        assert "work_P.2" in nodes[name]["reason"], f"{name}: {nodes[name]['reason']!r}"
+        assert not any(key == "START" for key, _ in markers(study, nodes[name])), f"{name} started"
+        assert not (study / nodes[name]["workspace"] / "ran").exists(), f"{name} ran"
+    assert (study / "child" / "P.1" / "in.txt").read_text() == "1\n"
+    assert (study / "independent_child" / "copy.txt").read_text() == "ok\n"
+
+
+@pytest.mark.skipif(not HAVE_PROC, reason="needs /proc to find the step processes")
+def test_cancel_stops_the_running_step_and_starts_nothing_else(studies):
+    spec = studies.spec("cancel", """
+        study:
+          - name: long
+            description: runs until cancelled
+            run:
+              cmd: |
+                echo $$ > script.pid
+                sleep 60 &
+                echo $! > sleep.pid
+                wait
+          - name: after
+            description: depends on long
+            run:
+              cmd: touch ran
+              depends: [long]
+          - name: other
+            description: independent, but --jobs 1 keeps it waiting
+            run:
+              cmd: touch ran
+        """)
+    study = studies.out()
+    run = subprocess.Popen([sys.executable, "-m", "maestro_compile", "run", str(spec), "-o", str(study),
+                            "--wait", "--poll", "0.1", "--jobs", "1"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        long_ws = study / "long"
+        wait_until(lambda: (long_ws / "sleep.pid").exists() and (long_ws / "sleep.pid").read_text().strip(),
+                   "the long step to start its sleep")
+        nodes = wait_for_state(study, "long", "RUNNING")
+        assert nodes["after"]["state"] == "PENDING" and nodes["other"]["state"] == "PENDING"
+        runner = runner_pid(study)
+        step_pids = [int((long_ws / name).read_text()) for name in ("script.pid", "sleep.pid")]
+        assert all(alive(pid) for pid in step_pids)
+
+        ok(maestro("cancel", study))
+        out, err = run.communicate(timeout=DEADLINE)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 3, out + err  # run --wait reports a cancelled study
+
+    nodes = status(study)
+    assert {name: node["state"] for name, node in nodes.items()} == {
+        "long": "CANCELLED", "after": "CANCELLED", "other": "CANCELLED"}
+    assert nodes["long"]["exit_code"] != 0
+    for name in ("after", "other"):
+        assert not any(key == "START" for key, _ in markers(study, nodes[name])), f"{name} started"
+        assert not (study / name / "ran").exists(), f"{name} ran after the cancel"
+    wait_until(lambda: not any(alive(pid) for pid in step_pids + [runner]),
+               "the runner and the step processes to exit", timeout=5)
+    assert session_members(runner) == [], "processes of the study's session outlived the cancel"
+    assert "cancelled" in (study / ".maestro" / "runner.done").read_text()
+
+
+def test_a_study_is_submitted_only_once(studies):
+    spec = studies.spec("twice", f"""
+        study:
+          - name: only
+            description: must run exactly once
+            run:
+              cmd: |
+                {gated('release')}
+                echo run >> runs.txt
+        """)
+    study = studies.compile(spec)
+    ok(maestro("submit", study))
+
+    again = maestro("submit", study)  # while the first submission runs
+    assert again.returncode != 0
+    assert "already submitted" in again.stderr and "Traceback" not in again.stderr
+
+    studies.release("release")
+    assert wait_for_end(study)["only"]["state"] == "FINISHED"
+    late = maestro("submit", study)   # and after it ended
+    assert late.returncode != 0 and "already submitted" in late.stderr
+    assert (study / "only" / "runs.txt").read_text() == "run\n"
+    assert [key for key, _ in markers(study, status(study)["only"])].count("START") == 1
+    assert states(study) == {"only": "FINISHED"}
+
+
+PARALLEL = """
+    study:
+""" + "".join(f"""
+      - name: s{i}
+        description: independent step {i}
+        run:
+          cmd: |
+            date +%s%N > begin.ns
+            sleep 1
+            date +%s%N > end.ns
+""" for i in range(3))
+
+
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_jobs_limits_how_many_steps_run_at_once(jobs, studies):
+    spec = studies.spec("parallel", PARALLEL)
+    study = studies.out()
+    ok(maestro("run", spec, "-o", study, "--wait", "--poll", "0.1", "--jobs", jobs))
+    assert_all_finished(study, ["s0", "s1", "s2"])
+    nodes = status(study)
+    precise = sorted((int((study / n / "begin.ns").read_text()), int((study / n / "end.ns").read_text()))
+                     for n in nodes)
+    if jobs == 1:
+        spans = []
+        for node in nodes.values():
+            keys = dict(markers(study, node))
+            spans.append((int(keys["START"]), int(keys["END"])))
+        spans.sort()
+        for (_, end), (start, _) in zip(spans, spans[1:]):
+            assert start >= end, f"steps overlap according to their markers: {spans}"
+        for (_, end), (start, _) in zip(precise, precise[1:]):
+            assert start >= end, "steps overlap according to their own clocks"
+    else:  # the control: with room for all three they do overlap, so the check above can fail
+        assert max(begin for begin, _ in precise) < min(end for _, end in precise)
+
+
+@pytest.mark.skipif(not HAVE_PROC, reason="needs /proc to inspect sessions")
+def test_runner_is_detached_and_survives_its_parent(studies):
+    spec = studies.spec("detached", f"""
+        study:
+          - name: wait
+            description: runs until the test releases it
+            run:
+              cmd: |
+                {gated('release')}
+                echo released > released.txt
+        """)
+    study = studies.compile(spec)
+    # the parent: a shell that submits and then lingers; we kill its whole process group
+    parent = subprocess.Popen(["bash", "-c", '"$1" -m maestro_compile submit "$2" && exec sleep 60',
+                               "parent", sys.executable, str(study)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        wait_for_state(study, "wait", "RUNNING")
+        runner = runner_pid(study)
+        assert os.getsid(runner) == runner, "the runner does not lead its own session"
+        assert os.getsid(runner) not in (os.getsid(0), os.getsid(parent.pid))
+        os.killpg(parent.pid, signal.SIGHUP)
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=DEADLINE)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    assert alive(runner), "the runner died with its parent"
+    assert status(study)["wait"]["state"] == "RUNNING"
+
+    studies.release("release")
+    final = wait_for_end(study)
+    assert final["wait"]["state"] == "FINISHED"
+    assert (study / "wait" / "released.txt").read_text() == "released\n"
+    wait_until(lambda: not alive(runner), "the runner to exit once the study ended", timeout=5)
