@@ -99,15 +99,26 @@ def group_jobs(nodes: Sequence[Node], max_array: int, same_header: Callable[[Seq
                     where[node.name] = (job.index, task)
             continue
         for node in members:
-            deps = []
-            for parent in node.depends:
-                job_index, task = where[parent]
-                deps.append(Dependency(job_index, "afterok", task if task >= 0 else None))
-            job = Job(len(jobs), step, (node,), False, 0, tuple(sorted(set(deps), key=_dep_key)))
+            job = Job(len(jobs), step, (node,), False, 0, _single_dependencies(node, where, jobs))
             jobs.append(job)
             step_jobs[step].append(job.index)
             where[node.name] = (job.index, -1)
     return tuple(jobs)
+
+
+def _single_dependencies(node: Node, where, jobs) -> Tuple[Dependency, ...]:
+    """afterok on each parent; a parent array whose every task is a parent counts as one job."""
+    tasks: Dict[int, set] = {}
+    for parent in node.depends:
+        job_index, task = where[parent]
+        tasks.setdefault(job_index, set()).add(task)
+    deps = []
+    for job_index, wanted in tasks.items():
+        if -1 in wanted or len(wanted) == len(jobs[job_index].nodes):
+            deps.append(Dependency(job_index, "afterok"))
+        else:
+            deps += [Dependency(job_index, "afterok", task) for task in wanted]
+    return tuple(sorted(deps, key=_dep_key))
 
 
 def _dep_key(dep: Dependency):
