@@ -158,7 +158,7 @@ class ScheduledBackend(Backend):
             return state, "requeued to run its restart command"
         if state in ("RUNNING", "PENDING") and marker_state and marker_state[0] in ("FINISHED", "FAILED"):
             return marker_state  # the job ended; the scheduler has not caught up yet
-        reason = native[1] if native[1] not in ("None", "") else ""
+        reason = native[1] if native[1] not in ("None", "") and state != "FINISHED" else ""
         if state == "PENDING" and "Held" in reason:
             reason = "held (released once the whole study is queued)"
         if state == "FAILED" and marker_state and marker_state[0] == "FAILED":
