@@ -90,7 +90,7 @@ class ScheduledBackend(Backend):
         files: Dict[str, File] = {}
         for job in jobs:
             if job.array:
-                log = f"{make_safe(job.step)}.array{job.chunk}.log"
+                log = self.array_script(job).rsplit("/", 1)[1][:-len(self.script_suffix)] + ".log"
                 text = render_template(f"{self.name}/array.sh.j2", shell=study.spec.batch.get("shell", "/bin/bash"),
                                        prefix=self.prefix, directives=self.array_directives(study, job, log),
                                        step=job.step, study_name=study.spec.name,

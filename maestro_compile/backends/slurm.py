@@ -113,7 +113,6 @@ class SlurmBackend(ScheduledBackend):
             value = res.get(key) or batch.get(key)
             if value:
                 lines.append(f'--{key}="{directive_value(value)}"')
-        lines.append(f'--comment="{directive_value(node.description)}"')
         seconds = walltime_seconds(walltime)
         if node.restart is not None and seconds:
             # USR1 to the batch shell ahead of the limit; the script then requeues itself
@@ -123,12 +122,14 @@ class SlurmBackend(ScheduledBackend):
 
     def node_directives(self, study: Study, node: Node) -> List[str]:
         base = make_safe(node.job_name)
-        return ([f'--job-name="{directive_value(node.job_name)}"', f"--output={base}.out", f"--error={base}.err"]
-                + self.resource_directives(study, node))
+        return ([f'--job-name="{directive_value(node.job_name)}"', f"--output={base}.out", f"--error={base}.err",
+                 f'--comment="{directive_value(node.description)}"'] + self.resource_directives(study, node))
 
     def array_directives(self, study: Study, job: Job, log: str) -> List[str]:
-        return ([f'--job-name="{directive_value(job.step)}"', f"--output={log}", "--open-mode=append"]
-                + self.resource_directives(study, job.nodes[0]))
+        # the description may differ per node (parameters); the array carries the step's own text
+        description = next(s.description for s in study.spec.steps if s.name == job.step)
+        return ([f'--job-name="{directive_value(job.step)}"', f"--output={log}", "--open-mode=append",
+                 f'--comment="{directive_value(description)}"'] + self.resource_directives(study, job.nodes[0]))
 
     def max_array_size(self) -> int:
         """The cluster's MaxArraySize when scontrol is here, else Slurm's default."""
@@ -147,16 +148,23 @@ class SlurmBackend(ScheduledBackend):
         bases = sorted({i.split("_")[0] for i in ids}, key=int)
         result: Dict[str, Tuple[str, str, str]] = {}
         for start in range(0, len(bases), CHUNK):
-            chunk = ",".join(bases[start:start + CHUNK])
-            argv = ["sacct", "-X", "-P", "-n", "-j", chunk, "--format=JobID,State,Reason,ExitCode"]
-            proc = _run(argv)
-            if proc.returncode != 0:
-                argv = ["squeue", "-h", "-t", "all", "-j", chunk, "-o", "%i|%T|%r|"]
-                proc = _run(argv)
-                if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
-                    raise SchedulerCommandError(argv, proc.returncode, proc.stdout, proc.stderr)
-            result.update(parse_job_table(proc.stdout))
+            chunk = bases[start:start + CHUNK]
+            proc = _run(["sacct", "-X", "-P", "-n", "-j", ",".join(chunk), "--format=JobID,State,Reason,ExitCode"])
+            found = parse_job_table(proc.stdout) if proc.returncode == 0 else {}
+            result.update(found)
+            # accounting lags a second or so behind submission, and may be disabled: ask squeue
+            known = {job_id.split("_")[0] for job_id in found}
+            missing = [base for base in chunk if base not in known]
+            if missing:
+                result.update(self._squeue(missing))
         return result
+
+    def _squeue(self, bases: Sequence[str]) -> Dict[str, Tuple[str, str, str]]:
+        argv = ["squeue", "-h", "-t", "all", "-j", ",".join(bases), "-o", "%i|%T|%r|"]
+        proc = _run(argv)
+        if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
+            raise SchedulerCommandError(argv, proc.returncode, proc.stdout, proc.stderr)
+        return parse_job_table(proc.stdout)
 
     def native_state(self, native: str) -> str:
         return STATES.get(native.split()[0].rstrip("+"), "UNKNOWN") if native else "UNKNOWN"
