@@ -13,7 +13,7 @@ import traceback
 import types
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, Optional, Sequence
 
 from . import parameters as parameters_module
 from .errors import SpecError
@@ -134,6 +134,3 @@ def _as_generator(path: Path, generator: Any) -> ParameterGenerator:
     raise SpecError([f"--pgen {path}: get_custom_generator returned {type(generator).__name__}, "
                      f"expected a ParameterGenerator"])
 
-
-def pgen_parameters(generator: ParameterGenerator) -> List[Any]:
-    return generator.to_parameters()

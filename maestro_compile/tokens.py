@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .errors import CompileError, SpecError
-from .model import GitDependency, Spec, Warnings
+from .model import Spec, Warnings
 
 # Any $(NAME) whose NAME has no spaces, parentheses or '$'; unknown names are left alone.
 ENV_TOKEN = re.compile(r"\$\(([^()$\s]+)\)")

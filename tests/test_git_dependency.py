@@ -1,7 +1,6 @@
 """env.dependencies.git: cloned at compile time into the study, at the requested revision."""
 import subprocess
 import textwrap
-from pathlib import Path
 
 import pytest
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import SchedulerCommandError, StudyDirError
 from ..expand import count, make_safe
-from ..model import File, Node, Study
-from ..plan import Job, group_jobs
-from ..render import log_base, render_template
-from .base import Backend, LaunchRequest
+from ..model import Node, Study
+from ..plan import Job
+from ..render import render_template
+from .base import LaunchRequest
 from .scheduled import ScheduledBackend, sh, split_user_directives
 
 DEFAULT_MAX_ARRAY = 1001   # Slurm's default MaxArraySize (slurm.conf)
