@@ -68,7 +68,8 @@ def build_study(options: Options, now: Optional[datetime.datetime] = None) -> St
     return Study(spec=spec, directory=directory, backend=backend_name, nodes=nodes, used_parameters=used,
                  warnings=tuple(warnings.all()), extra_files=extra,
                  options={"throttle": options.throttle, "max_array_size": options.max_array_size,
-                          "retries": options.retries, "rlimit": options.rlimit})
+                          "retries": options.retries, "rlimit": options.rlimit},
+                 environment=env)
 
 
 def _parameters(spec: Spec, options: Options, env: Dict[str, str], directory: Path) -> List[Parameter]:
@@ -90,11 +91,10 @@ def compile_study(options: Options, now: Optional[datetime.datetime] = None) -> 
     backend = get_backend(study.backend)
     created = (now or datetime.datetime.now()).isoformat(timespec="seconds")
     rendered = render.render(study, backend, created)
-    env = tokens.build_environment(study.spec, study.directory, Warnings())
     made_outside: List[Path] = []
     try:
         with emit.staging(study.directory) as stage:
-            made_outside = tokens.clone_git_dependencies(study.spec, env, study.directory, stage)
+            made_outside = tokens.clone_git_dependencies(study.spec, study.environment, study.directory, stage)
             emit.write_files(stage, rendered, {name: Path(src) for name, src in study.extra_files.items()})
             emit.publish(stage, study.directory)
     except BaseException:

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .errors import SpecError
 from .model import Node, Parameter, Spec, StepSpec, Warnings
+from .schema import suggest
 from .tokens import LAUNCHER_TOKEN, WORKSPACE_TOKEN, find_workspace_refs, substitute_all, unknown_tokens
 
 COUNT_KEYS = {"nodes": 1, "procs": 1, "gpus": 0, "cores per task": 1, "tasks per rs": 1,
@@ -89,7 +90,6 @@ def _link(spec: Spec, steps: List[_Step], by_name: Dict[str, _Step]) -> None:
             target = re.sub(r"_\*|\*", "", dep)
             if target not in seen:
                 where = spec.raw.where(("study", step.spec.index, "run", "depends", j))
-                from .schema import suggest
                 kind = "defined later" if target in by_name else f"unknown{suggest(target, by_name)}"
                 problems.append(f"{where}: study[{step.spec.index}].run.depends[{j}]: step '{target}' is {kind}")
             elif "*" in dep:
@@ -116,7 +116,6 @@ def _workspace_ref_problem(step: _Step, ref: str, by_name: Dict[str, _Step]) -> 
     if ref == step.name:
         return "a step cannot refer to its own workspace this way; use $(WORKSPACE)"
     if ref not in by_name:
-        from .schema import suggest
         return f"there is no step named '{ref}'{suggest(ref, by_name)}"
     if ref not in _ancestors(step, by_name):
         return (f"step '{ref}' is not an ancestor of '{step.name}', so its workspace may not exist "

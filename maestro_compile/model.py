@@ -86,6 +86,7 @@ class Study:
     warnings: Tuple[str, ...] = ()
     extra_files: Mapping[str, str] = field(default_factory=dict)  # relpath -> source file to copy
     options: Mapping[str, Any] = field(default_factory=dict)      # backend options (throttle, ...)
+    environment: Mapping[str, str] = field(default_factory=dict)  # env names -> final text
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

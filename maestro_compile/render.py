@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 import jinja2
 
 from .errors import InstallError
+from .expand import make_safe
 from .model import File, Node, Rendered, Study
 
 
@@ -53,7 +54,6 @@ def render_template(name: str, **context: Any) -> str:
 
 def log_base(node: Node) -> str:
     """Path (relative to the study) of a node's .out/.err/.status files, without the suffix."""
-    from .expand import make_safe
     return f"{node.workspace}/{make_safe(node.job_name)}"
 
 
@@ -90,9 +90,8 @@ def render(study: Study, backend, created: str) -> Rendered:
     files: Dict[str, File] = {}
     for node in study.nodes:
         files[node.script] = File(backend.render_step(study, node), executable=True)
-    for path, file in backend.render_study_files(study).items():
-        files[path] = file
-    extra = backend.manifest_extra(study)
+    study_files, extra = backend.render_study(study)
+    files.update(study_files)
     return Rendered(files=files, manifest=manifest(study, created, extra))
 
 

@@ -148,10 +148,15 @@ def table_rows(rows: List[NodeStatus], now: Optional[float] = None) -> List[List
     return result
 
 
-def summary(rows: List[NodeStatus]) -> str:
+def _counts(rows: List[NodeStatus]) -> Dict[str, int]:
     counts: Dict[str, int] = {}
     for row in rows:
         counts[row.state] = counts.get(row.state, 0) + 1
+    return counts
+
+
+def summary(rows: List[NodeStatus]) -> str:
+    counts = _counts(rows)
     parts = ", ".join(f"{count} {state}" for state, count in sorted(counts.items(), key=lambda kv: -kv[1]))
     return f"{len(rows)} node(s): {parts}"
 
@@ -173,10 +178,7 @@ def format_json(rows: List[NodeStatus], runtime: Mapping[str, Any]) -> str:
         item = asdict(row)
         item.update({"run_time": cells[4], "elapsed_time": cells[5]})
         nodes.append(item)
-    counts: Dict[str, int] = {}
-    for row in rows:
-        counts[row.state] = counts.get(row.state, 0) + 1
-    return json.dumps({"nodes": nodes, "counts": counts, "runtime": dict(runtime)}, indent=1, default=str)
+    return json.dumps({"nodes": nodes, "counts": _counts(rows), "runtime": dict(runtime)}, indent=1, default=str)
 
 
 def format_csv(rows: List[NodeStatus]) -> str:

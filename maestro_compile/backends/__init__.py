@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..errors import CompileError
+from ..schema import suggest
 from .base import Backend
 from .local import LocalBackend
 from .slurm import SlurmBackend
@@ -17,6 +18,5 @@ def get_backend(name: str) -> Backend:
     if name in PLANNED:
         raise CompileError(f"the {name} backend is not available in this version of maestro_compile; "
                            f"compile with --backend local to run the study on this machine")
-    from ..schema import suggest
     known = sorted(set(BACKENDS) | set(PLANNED))
     raise CompileError(f"unknown backend '{name}'{suggest(name, known)} (known: {', '.join(known)})")

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import abc
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
-from ..errors import CompileError
+from ..errors import CompileError, SubmitError
 from ..expand import count
 from ..tokens import LAUNCHER_TOKEN
 
@@ -83,16 +84,26 @@ class Backend(abc.ABC):
         return ""
 
     @abc.abstractmethod
-    def render_study_files(self, study: Study) -> Dict[str, File]:
-        """Study-level files (submit.sh, ...), relative to the study directory."""
+    def render_study(self, study: Study) -> Tuple[Dict[str, File], Dict[str, Any]]:
+        """Study-level files (submit.sh, ...) relative to the study directory, and the extra
+        entries this backend adds to study.json."""
 
-    def manifest_extra(self, study: Study) -> Dict[str, Any]:
-        return {}
+    def render_study_files(self, study: Study) -> Dict[str, File]:
+        return self.render_study(study)[0]
 
     # --- run time ---
     @abc.abstractmethod
     def submit(self, study_dir: Path, manifest: Mapping[str, Any], jobs: int) -> str:
         """Submit the study; return a short summary for the user."""
+
+    def run_submit_script(self, study_dir: Path, *args: str) -> str:
+        """Run the study's submit.sh (the plain-bash product) and return what it printed."""
+        argv = ["bash", str(study_dir / "submit.sh"), *args]
+        result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=str(study_dir))
+        if result.returncode != 0:
+            raise SubmitError((result.stderr.strip() + "\n" + result.stdout.strip()).strip()
+                              or f"submit.sh exited {result.returncode}")
+        return result.stdout.strip()
 
     @abc.abstractmethod
     def runtime_state(self, study_dir: Path, manifest: Mapping[str, Any]) -> Dict[str, Any]:

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
-from ..errors import StudyDirError, SubmitError
+from ..errors import StudyDirError
 from ..model import File, Node, Study
 from ..render import node_indices, render_template
 from ..tokens import LAUNCHER_TOKEN
@@ -23,19 +22,13 @@ class LocalBackend(Backend):
         # No scheduler, no parallel launcher: $(LAUNCHER) and $(LAUNCHER)[...] become nothing.
         return LAUNCHER_TOKEN.sub("", text)
 
-    def render_study_files(self, study: Study) -> Dict[str, File]:
+    def render_study(self, study: Study) -> Tuple[Dict[str, File], Dict[str, Any]]:
         text = render_template("local/submit.sh.j2", study_name=study.spec.name, nodes=node_indices(study))
-        return {"submit.sh": File(text, executable=True)}
+        return {"submit.sh": File(text, executable=True)}, {}
 
     # --- run time ---
     def submit(self, study_dir: Path, manifest: Mapping[str, Any], jobs: int) -> str:
-        argv = ["bash", str(study_dir / "submit.sh"), "--jobs", str(jobs)]
-        result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                                cwd=str(study_dir))
-        if result.returncode != 0:
-            raise SubmitError((result.stderr or result.stdout).strip() or
-                              f"submit.sh exited {result.returncode}")
-        return result.stdout.strip()
+        return self.run_submit_script(study_dir, "--jobs", str(jobs))
 
     def runtime_state(self, study_dir: Path, manifest: Mapping[str, Any]) -> Dict[str, Any]:
         state_dir = study_dir / ".maestro"

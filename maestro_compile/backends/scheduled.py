@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..errors import StudyDirError, SubmitError
+from ..errors import StudyDirError
 from ..expand import make_safe
 from ..model import File, Node, Study
 from ..plan import Job, group_jobs
@@ -85,8 +85,8 @@ class ScheduledBackend(Backend):
         suffix = f".array{job.chunk}" if job.chunk else ".array"
         return f"{job.step}/{make_safe(job.step)}{suffix}{self.script_suffix}"
 
-    def render_study_files(self, study: Study) -> Dict[str, File]:
-        jobs = self.plan_jobs(study)
+    def render_study(self, study: Study) -> Tuple[Dict[str, File], Dict[str, Any]]:
+        jobs = self.plan_jobs(study)  # once: it compares every node's header, may ask scontrol
         files: Dict[str, File] = {}
         for job in jobs:
             if job.array:
@@ -99,14 +99,13 @@ class ScheduledBackend(Backend):
                                        logs=[log_base(n) for n in job.nodes])
                 files[self.array_script(job)] = File(text, executable=True)
         files["submit.sh"] = File(self.render_submit(study, jobs), executable=True)
-        return files
+        return files, self._manifest_jobs(study, jobs)
 
     @abc.abstractmethod
     def render_submit(self, study: Study, jobs: Sequence[Job]) -> str:
         """The plain-bash submit script."""
 
-    def manifest_extra(self, study: Study) -> Dict[str, Any]:
-        jobs = self.plan_jobs(study)
+    def _manifest_jobs(self, study: Study, jobs: Sequence[Job]) -> Dict[str, Any]:
         return {"jobs": [{"step": j.step, "array": j.array, "tasks": len(j.nodes),
                           "script": self.array_script(j) if j.array else j.nodes[0].script,
                           "depends": [{"job": d.job, "kind": d.kind, **({"task": d.task} if d.task is not None else {})}
@@ -115,12 +114,7 @@ class ScheduledBackend(Backend):
 
     # --- run time ---
     def submit(self, study_dir: Path, manifest: Mapping[str, Any], jobs: int) -> str:
-        argv = ["bash", str(study_dir / "submit.sh")]
-        result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=str(study_dir))
-        if result.returncode != 0:
-            raise SubmitError((result.stderr.strip() + "\n" + result.stdout.strip()).strip()
-                              or f"submit.sh exited {result.returncode}")
-        return result.stdout.strip()
+        return self.run_submit_script(study_dir)
 
     @abc.abstractmethod
     def query(self, ids: Sequence[str]) -> Dict[str, Tuple[str, str, str]]:

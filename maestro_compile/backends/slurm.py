@@ -211,7 +211,7 @@ def parse_job_table(text: str) -> Dict[str, Tuple[str, str, str]]:
     return result
 
 
-def _submit_args(study: Study, job: Job, jobs: Sequence[Job], script: str) -> List[str]:
+def _submit_args(study: Study, job: Job, script: str) -> List[str]:
     """sbatch arguments as shell words (user data quoted; ${Jn} left for the shell)."""
     args = []
     if job.root:
@@ -240,7 +240,7 @@ def _render_submit(self, study: Study, jobs: Sequence[Job]) -> str:
                             for d in job.depends) or "none (held until everything is queued)"
         entries.append({"var": f"J{job.index}", "label": job.nodes[0].name if not job.array else job.step,
                         "comment": f"J{job.index} = {' '.join(what.splitlines())}; waits for: {parents}",
-                        "args": _submit_args(study, job, jobs, script), "root": job.root,
+                        "args": _submit_args(study, job, script), "root": job.root,
                         "array": job.array, "nodes": [n.name for n in job.nodes]})
     return render_template("slurm/submit.sh.j2", study_name=study.spec.name, jobs=entries,
                            array_count=sum(1 for j in jobs if j.array), node_count=len(study.nodes),
