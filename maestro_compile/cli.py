@@ -11,7 +11,7 @@ from typing import List, Optional
 
 from . import __version__
 from .backends import get_backend
-from .compile import Options, build_study, compile_study
+from .compile import Options, check_study, compile_study
 from .errors import MaestroCompileError, SpecError
 from .status import collect, finished, format_csv, format_json, format_table, load_manifest, summary
 
@@ -121,7 +121,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    study = build_study(_options(args))
+    study = check_study(_options(args))
     _warn(list(study.warnings))
     print(f"{args.spec}: valid: {len(study.used_parameters)} step(s), {len(study.nodes)} node(s), "
           f"backend {study.backend}")

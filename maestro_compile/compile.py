@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Sequence
 
 from . import emit, plan, render, schema, tokens
 from .backends import get_backend
-from .errors import SpecError
+from .errors import CompileError, SpecError
 from .expand import check_resources, expand, make_safe
 from .load import load_spec
 from .model import Parameter, Spec, Study, Warnings
@@ -51,7 +51,12 @@ def build_study(options: Options, now: Optional[datetime.datetime] = None) -> St
     warnings = Warnings()
     spec = schema.validate(load_spec(options.spec_path), warnings, options.cartesian)
     backend_name = options.backend or str(spec.batch.get("type", "local"))
-    backend = get_backend(backend_name)
+    try:
+        backend = get_backend(backend_name)
+    except CompileError as exc:
+        if options.backend:
+            raise
+        raise CompileError(f"{spec.raw.where(('batch', 'type'))}: batch.type: {exc}") from None
     now = now or datetime.datetime.now()
     directory = Path(options.out_dir).absolute() if options.out_dir else default_directory(spec, now)
     env = tokens.build_environment(spec, directory, warnings)
@@ -83,6 +88,13 @@ def _parameters(spec: Spec, options: Options, env: Dict[str, str], directory: Pa
     else:
         generator = from_spec_block(spec.parameters, product)
     return generator.to_parameters()
+
+
+def check_study(options: Options) -> Study:
+    """Everything compile checks (rendering included), writing nothing."""
+    study = build_study(options)
+    render.render(study, get_backend(study.backend), "")
+    return study
 
 
 def compile_study(options: Options, now: Optional[datetime.datetime] = None) -> Result:

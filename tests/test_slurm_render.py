@@ -152,3 +152,24 @@ def test_state_names_and_ids():
                                           ("1-02", 93600), ("1-00:00:30", 86430), (45, 2700)])
 def test_walltime_seconds(text, seconds):
     assert walltime_seconds(text) == seconds
+
+
+def test_launcher_error_names_file_line_and_key_and_validate_catches_it(tmp_path, capsys):
+    from maestro_compile.cli import main
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent(STEP).replace("[1n, 2p] ./small", "[3n, 2p] ./small"))
+    assert main(["validate", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {spec}:9: study[0].run.cmd: node 'run_E.False': $(LAUNCHER)[3n, 2p] asks for 3")
+    assert "Traceback" not in err
+    assert main(["compile", str(spec), "-o", str(tmp_path / "study")]) == 1
+    assert not (tmp_path / "study").exists()
+
+
+def test_unavailable_batch_type_points_at_its_line(tmp_path, capsys):
+    from maestro_compile.cli import main
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("description: {name: n, description: d}\nbatch:\n  type: flux\n"
+                    "study: [{name: a, description: d, run: {cmd: echo}}]\n")
+    assert main(["validate", str(spec)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {spec}:3: batch.type: the flux backend is not available")

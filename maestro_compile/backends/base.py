@@ -26,7 +26,7 @@ class LaunchRequest:
     gpus: Optional[int]
 
 
-def parse_launcher(node: Node, bracket: Optional[str]) -> LaunchRequest:
+def parse_launcher(node: Node, bracket: Optional[str], where: str = "") -> LaunchRequest:
     """Maestro's forms: bare (the step's nodes/procs), legacy [N, P], new [Nn, Mp] (any order)."""
     res = node.resources
     nodes, procs = count(res.get("nodes")), count(res.get("procs"))
@@ -41,14 +41,21 @@ def parse_launcher(node: Node, bracket: Optional[str]) -> LaunchRequest:
         parts = dict((unit, int(num)) for num, unit in re.findall(r"(\d+)\s*([np])\b", text))
         leftover = re.sub(r"\d+\s*[np]\b|[,\s]", "", text)
         if leftover or "p" not in parts:
-            raise CompileError(f"node '{node.name}': $(LAUNCHER)[{bracket}]: expected [Mp], [Nn, Mp] or [N, M] "
+            raise CompileError(f"{where}node '{node.name}': $(LAUNCHER)[{bracket}]: expected [Mp], [Nn, Mp] or [N, M] "
                                f"(N nodes, M processes)")
         want_nodes, want_procs = parts.get("n"), parts["p"]
     for label, want, have in (("nodes", want_nodes, nodes), ("processes", want_procs, procs)):
         if want is not None and (have is None or want > have):
-            raise CompileError(f"node '{node.name}': $(LAUNCHER)[{bracket}] asks for {want} {label} but the "
+            raise CompileError(f"{where}node '{node.name}': $(LAUNCHER)[{bracket}] asks for {want} {label} but the "
                                f"step requests {have or 'none'} (run.{'nodes' if label == 'nodes' else 'procs'})")
     return LaunchRequest(want_nodes, want_procs, request.cores_per_task, request.gpus)
+
+
+def launcher_location(study: Study, node: Node, key: str) -> str:
+    """The "file:line: study[i].run.KEY: " prefix of a launcher error in ``node``'s step."""
+    index = next(step.index for step in study.spec.steps if step.name == node.step)
+    path = ("study", index, "run", key)
+    return f"{study.spec.raw.where(path)}: study[{index}].run.{key}: "
 
 
 class Backend(abc.ABC):
@@ -66,7 +73,7 @@ class Backend(abc.ABC):
             "workspace": str(study.directory / node.workspace),
             "script_name": "./" + node.script.rsplit("/", 1)[-1],
             "status_file": str(study.directory / f"{base}.status"),
-            "cmd": self.expand_launcher(node, node.cmd).rstrip("\n"),
+            "cmd": self.expand_launcher(node, node.cmd, launcher_location(study, node, "cmd")).rstrip("\n"),
             "restart": None,
             "retries": int(study.options.get("retries") or 0),
             "rlimit": int(study.options.get("rlimit", 1)),
@@ -75,9 +82,11 @@ class Backend(abc.ABC):
     def render_step(self, study: Study, node: Node) -> str:
         return render_template(f"{self.name}/step.sh.j2", **self.step_context(study, node))
 
-    def expand_launcher(self, node: Node, text: str) -> str:
-        """Replace every $(LAUNCHER) and $(LAUNCHER)[...] in a step's command."""
-        return LAUNCHER_TOKEN.sub(lambda m: self.launcher(parse_launcher(node, m.group(1))), text)
+    def expand_launcher(self, node: Node, text: str, where: str = "") -> str:
+        """Replace every $(LAUNCHER) and $(LAUNCHER)[...] in a step's command.
+
+        ``where`` ("file:line: key: ") prefixes errors about a bracket."""
+        return LAUNCHER_TOKEN.sub(lambda m: self.launcher(parse_launcher(node, m.group(1), where)), text)
 
     def launcher(self, request: LaunchRequest) -> str:
         """The parallel launch prefix for ``request`` (empty: no launcher)."""

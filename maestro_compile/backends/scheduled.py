@@ -14,7 +14,7 @@ from ..model import File, Node, Study
 from ..plan import Job, group_jobs
 from ..render import log_base, render_template
 from ..status import read_ledger
-from .base import Backend
+from .base import Backend, launcher_location
 
 FAILED_STATES = {"FAILED", "TIMEDOUT", "CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL"}
 
@@ -65,9 +65,10 @@ class ScheduledBackend(Backend):
     def step_context(self, study: Study, node: Node) -> Dict[str, Any]:
         context = super().step_context(study, node)
         body = split_user_directives(node.cmd, self.prefix)[1]
-        context["cmd"] = self.expand_launcher(node, body).rstrip("\n")
+        context["cmd"] = self.expand_launcher(node, body, launcher_location(study, node, "cmd")).rstrip("\n")
         if node.restart is not None and node.resources.get("walltime") not in (None, ""):
-            context["restart"] = self.expand_launcher(node, node.restart).rstrip("\n")
+            where = launcher_location(study, node, "restart")
+            context["restart"] = self.expand_launcher(node, node.restart, where).rstrip("\n")
         context["prefix"] = self.prefix
         context["directives"] = self.node_directives(study, node)
         return context
