@@ -12,7 +12,12 @@ ACCOUNT=mcacct
 CONF=/etc/slurm/slurm.conf
 
 install_packages() {
-    command -v slurmctld >/dev/null && command -v slurmdbd >/dev/null && command -v mariadbd >/dev/null && return
+    # every command this script runs; packages can be half there (mariadbd without mysqld_safe)
+    local cmd missing=0
+    for cmd in slurmctld slurmd slurmdbd sacctmgr sinfo sbatch munged mysqld_safe mysqladmin mysql; do
+        command -v "$cmd" >/dev/null || missing=1
+    done
+    (( missing )) || return 0
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
     apt-get install -y -q slurm-wlm slurmdbd munge mariadb-server
