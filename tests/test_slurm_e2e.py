@@ -319,6 +319,26 @@ def test_build_archive_example_and_status_after_jobs_left_squeue(studies):
     assert states(study) == {name: "FINISHED" for name in names}
 
 
+def test_build_archive_with_a_failing_compress_variant_shows_it_failed(studies, tmp_path):
+    """One compress variant fails (gzip rejects the option); status names it, the others finish."""
+    text = (EXAMPLES / "build_archive" / "build_archive.yaml").read_text()
+    assert "values: [--fast, --best]" in text
+    spec = tmp_path / "build_archive_bad.yaml"
+    spec.write_text(text.replace("values: [--fast, --best]", "values: [--fast, --best, --no-such-level]"))
+    study = studies.compile(spec)
+    studies.submit(study)
+    bad = "compress_COPT.--no-such-level"
+    nodes = wait_for_states(study, {"generate": "FINISHED", "build": "FINISHED", "compress_COPT.--fast": "FINISHED",
+                                    "compress_COPT.--best": "FINISHED", bad: "FAILED"})
+    assert nodes[bad]["reason"] == "exit code 1", describe(nodes)
+    table = ok(maestro("status", study)).stdout
+    assert any(bad in line and "FAILED" in line for line in table.splitlines()), table
+    # the shell created the redirect target before gzip refused the option
+    assert (workspace(study, nodes[bad]) / "archive.tar.gz").read_bytes() == b""
+    job_ids = dict(ledger(study))
+    assert sacct_states([job_ids[bad]])[job_ids[bad]] == "FAILED"
+
+
 def test_size_sweep_funnel_and_status_after_jobs_left_squeue(studies):
     study = studies.compile(EXAMPLES / "size_sweep" / "size_sweep.yaml")
     studies.submit(study)

@@ -61,7 +61,8 @@ EOC
     chown slurm:slurm /etc/slurm/slurmdbd.conf && chmod 600 /etc/slurm/slurmdbd.conf
     # No cgroups (proctrack/linuxproc, task/none). MinJobAge=2: finished jobs leave squeue within
     # seconds, so status must come from accounting, as on a busy cluster. OverSubscribe lets the
-    # 2-core test machine run several one-task jobs at once.
+    # 2-core test machine run several one-task jobs at once. MaxArraySize/MaxJobCount are raised
+    # (as sites running big sweeps do) so a 10,000-point sweep fits in one array per step.
     cat > "$CONF" <<EOC
 ClusterName=$CLUSTER
 SlurmctldHost=$host
@@ -84,6 +85,8 @@ AccountingStorageHost=localhost
 JobAcctGatherType=jobacct_gather/none
 MpiDefault=none
 MinJobAge=2
+MaxArraySize=100001
+MaxJobCount=200000
 KillWait=5
 NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
