@@ -64,6 +64,8 @@ def read_markers(path: Path) -> Dict[str, str]:
                         markers["STARTS"] = str(int(markers.get("STARTS", "0")) + 1)
                         for stale in ("END", "EXIT_CODE", "SIGNAL", "REQUEUE"):
                             markers.pop(stale, None)
+                    if key == "RESTART":   # a restart run inside the same job (Flux)
+                        markers["STARTS"] = str(int(markers.get("STARTS", "0")) + 1)
                     markers[key] = value
     except OSError:
         pass

@@ -136,12 +136,12 @@ def test_parse_sacct_parsable_output():
     assert table["101"] == ("COMPLETED", "None", "0:0")
     assert table["102_0"][0] == "FAILED"
     assert [table[f"102_{i}"][0] for i in (1, 2, 3)] == ["PENDING"] * 3
-    assert SlurmBackend().native_state(table["103"][0]) == "CANCELLED"
+    assert SlurmBackend().native_state(table["103"]) == "CANCELLED"
 
 
 def test_state_names_and_ids():
     backend = SlurmBackend()
-    assert [backend.native_state(s) for s in ("COMPLETED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+    assert [backend.native_state((s, "None", "0:0")) for s in ("COMPLETED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
                                               "CANCELLED by 1000", "REQUEUED", "WEIRD")] == \
         ["FINISHED", "TIMEDOUT", "OUT_OF_MEMORY", "NODE_FAIL", "CANCELLED", "PENDING", "UNKNOWN"]
     assert expand_array_ids("7_[0-2,5]") == ["7_0", "7_1", "7_2", "7_5"]
@@ -166,10 +166,10 @@ def test_launcher_error_names_file_line_and_key_and_validate_catches_it(tmp_path
     assert not (tmp_path / "study").exists()
 
 
-def test_unavailable_batch_type_points_at_its_line(tmp_path, capsys):
+def test_unknown_batch_type_points_at_its_line(tmp_path, capsys):
     from maestro_compile.cli import main
     spec = tmp_path / "spec.yaml"
-    spec.write_text("description: {name: n, description: d}\nbatch:\n  type: flux\n"
+    spec.write_text("description: {name: n, description: d}\nbatch:\n  type: pbs\n"
                     "study: [{name: a, description: d, run: {cmd: echo}}]\n")
     assert main(["validate", str(spec)]) == 1
-    assert capsys.readouterr().err.startswith(f"error: {spec}:3: batch.type: the flux backend is not available")
+    assert capsys.readouterr().err.startswith(f"error: {spec}:3: batch.type: unknown scheduler 'pbs'")

@@ -73,7 +73,7 @@ class Backend(abc.ABC):
             "workspace": str(study.directory / node.workspace),
             "script_name": "./" + node.script.rsplit("/", 1)[-1],
             "status_file": str(study.directory / f"{base}.status"),
-            "cmd": self.expand_launcher(node, node.cmd, launcher_location(study, node, "cmd")).rstrip("\n"),
+            "cmd": self.expand_launcher(study, node, node.cmd, launcher_location(study, node, "cmd")).rstrip("\n"),
             "restart": None,
             "retries": int(study.options.get("retries") or 0),
             "rlimit": int(study.options.get("rlimit", 1)),
@@ -82,13 +82,13 @@ class Backend(abc.ABC):
     def render_step(self, study: Study, node: Node) -> str:
         return render_template(f"{self.name}/step.sh.j2", **self.step_context(study, node))
 
-    def expand_launcher(self, node: Node, text: str, where: str = "") -> str:
+    def expand_launcher(self, study: Study, node: Node, text: str, where: str = "") -> str:
         """Replace every $(LAUNCHER) and $(LAUNCHER)[...] in a step's command.
 
         ``where`` ("file:line: key: ") prefixes errors about a bracket."""
-        return LAUNCHER_TOKEN.sub(lambda m: self.launcher(parse_launcher(node, m.group(1), where)), text)
+        return LAUNCHER_TOKEN.sub(lambda m: self.launcher(study, node, parse_launcher(node, m.group(1), where)), text)
 
-    def launcher(self, request: LaunchRequest) -> str:
+    def launcher(self, study: Study, node: Node, request: LaunchRequest) -> str:
         """The parallel launch prefix for ``request`` (empty: no launcher)."""
         return ""
 

@@ -18,7 +18,7 @@ class LocalBackend(Backend):
     name = "local"
     script_suffix = ".sh"
 
-    def expand_launcher(self, node: Node, text: str, where: str = "") -> str:
+    def expand_launcher(self, study: Study, node: Node, text: str, where: str = "") -> str:
         # No scheduler, no parallel launcher: $(LAUNCHER) and $(LAUNCHER)[...] become nothing.
         return LAUNCHER_TOKEN.sub("", text)
 

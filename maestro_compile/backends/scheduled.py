@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import abc
+import math
+import re
 import shlex
 import subprocess
 import time
@@ -16,7 +18,8 @@ from ..render import log_base, render_template
 from ..status import read_ledger
 from .base import Backend, launcher_location
 
-FAILED_STATES = {"FAILED", "TIMEDOUT", "CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL"}
+# an ancestor in one of these states explains why a descendant was cancelled
+ANCESTOR_FAILURES = {"FAILED", "TIMEDOUT", "OUT_OF_MEMORY", "NODE_FAIL"}
 
 
 def split_user_directives(cmd: str, prefix: str) -> Tuple[List[str], str]:
@@ -43,6 +46,39 @@ def sh(word: Any) -> str:
     return shlex.quote(str(word))
 
 
+def directive_value(value: Any) -> str:
+    """A value inside "...": one line, with quotes and backslashes escaped."""
+    text = " ".join(str(value).splitlines())
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def truthy(value: Any) -> bool:
+    """exclusive: a parameter can only give a string, and "False" must mean false."""
+    if isinstance(value, dict):
+        value = value.get("allocation", False)
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "1", "on")
+    return bool(value)
+
+
+def duration_seconds(value: Any) -> Optional[int]:
+    """A Maestro walltime for LSF and Flux: HH:MM:SS, HH:MM, D-HH[:MM[:SS]], or minutes as a number.
+
+    None when there is no limit (empty, "inf"); ValueError when the text is none of these."""
+    if value in (None, "") or str(value).strip().lower() in ("inf", "infinity", "unlimited"):
+        return None
+    text = str(value).strip()
+    try:
+        return math.ceil(float(text) * 60)
+    except ValueError:
+        pass
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
+    if not match:
+        raise ValueError(f"cannot read {text!r} as a walltime (expected HH:MM:SS, HH:MM, D-HH:MM:SS or minutes)")
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
 class ScheduledBackend(Backend):
     prefix = ""
 
@@ -65,10 +101,10 @@ class ScheduledBackend(Backend):
     def step_context(self, study: Study, node: Node) -> Dict[str, Any]:
         context = super().step_context(study, node)
         body = split_user_directives(node.cmd, self.prefix)[1]
-        context["cmd"] = self.expand_launcher(node, body, launcher_location(study, node, "cmd")).rstrip("\n")
+        context["cmd"] = self.expand_launcher(study, node, body, launcher_location(study, node, "cmd")).rstrip("\n")
         if node.restart is not None and node.resources.get("walltime") not in (None, ""):
             where = launcher_location(study, node, "restart")
-            context["restart"] = self.expand_launcher(node, node.restart, where).rstrip("\n")
+            context["restart"] = self.expand_launcher(study, node, node.restart, where).rstrip("\n")
         context["prefix"] = self.prefix
         context["directives"] = self.node_directives(study, node)
         return context
@@ -102,9 +138,44 @@ class ScheduledBackend(Backend):
         files["submit.sh"] = File(self.render_submit(study, jobs), executable=True)
         return files, self._manifest_jobs(study, jobs)
 
+    # how submit.sh submits, for templates/<name>/submit.sh.j2 (which extends base/submit.sh.j2)
+    scheduler = ""          # the scheduler's name for people
+    submit_command = ""     # the command submit.sh needs
+    cancel_command = ""     # cancels the job ids given as arguments (rollback)
+    first_task = 0          # index of an array's first task
+
     @abc.abstractmethod
+    def submit_args(self, study: Study, job: Job, script: str) -> List[str]:
+        """Shell words after ``submit VAR LABEL`` in submit.sh (user data quoted; ${Jn} left for the shell)."""
+
     def render_submit(self, study: Study, jobs: Sequence[Job]) -> str:
-        """The plain-bash submit script."""
+        entries = []
+        for job in jobs:
+            script = self.array_script(job) if job.array else job.nodes[0].script
+            what = (f"step {job.step}: {len(job.nodes)} node(s) as a job array" if job.array
+                    else f"node {job.nodes[0].name}")
+            parents = ", ".join(f"{d.kind} J{d.job}" + (f" task {d.task}" if d.task is not None else "")
+                                for d in job.depends) or "none (held until everything is queued)"
+            entries.append({"var": f"J{job.index}", "label": job.nodes[0].name if not job.array else job.step,
+                            "comment": f"J{job.index} = {' '.join(what.splitlines())}; waits for: {parents}",
+                            "args": self.submit_args(study, job, script), "root": job.root,
+                            "array": job.array, "nodes": [n.name for n in job.nodes],
+                            **self.job_extra(study, job)})
+        return render_template(f"{self.name}/submit.sh.j2", study_name=study.spec.name, jobs=entries,
+                               scheduler=self.scheduler, submit_command=self.submit_command,
+                               cancel_command=self.cancel_command,
+                               first_task=self.first_task, array_count=sum(1 for j in jobs if j.array),
+                               node_count=len(study.nodes),
+                               largest_array=max((len(j.nodes) for j in jobs if j.array), default=0),
+                               **self.submit_context(study))
+
+    def submit_context(self, study: Study) -> Dict[str, Any]:
+        """Extra values for the backend's submit.sh.j2."""
+        return {}
+
+    def job_extra(self, study: Study, job: Job) -> Dict[str, Any]:
+        """Extra values of one job's entry in submit.sh.j2."""
+        return {}
 
     def _manifest_jobs(self, study: Study, jobs: Sequence[Job]) -> Dict[str, Any]:
         return {"jobs": [{"step": j.step, "array": j.array, "tasks": len(j.nodes),
@@ -118,12 +189,24 @@ class ScheduledBackend(Backend):
         return self.run_submit_script(study_dir)
 
     @abc.abstractmethod
-    def query(self, ids: Sequence[str]) -> Dict[str, Tuple[str, str, str]]:
+    def query(self, ids: Sequence[str], manifest: Mapping[str, Any]) -> Dict[str, Tuple[str, str, str]]:
         """job id -> (native state, reason, exit code) for the ids the scheduler still knows."""
 
+    def command_env(self, manifest: Mapping[str, Any]) -> Optional[Dict[str, str]]:
+        """The environment of the scheduler commands (None: ours)."""
+        return None
+
     @abc.abstractmethod
-    def native_state(self, native: str) -> str:
-        """A native state name mapped to ours."""
+    def native_state(self, native: Tuple[str, str, str]) -> str:
+        """Our state for what ``query`` returned about a job."""
+
+    def is_held(self, native: Tuple[str, str, str]) -> bool:
+        """The job waits for the release at the end of submit.sh."""
+        return False
+
+    def blocked_by_parent(self, native: Tuple[str, str, str]) -> bool:
+        """The job waits on, or was ended by, a dependency that can no longer be satisfied."""
+        return False
 
     @abc.abstractmethod
     def cancel_argv(self, ids: Sequence[str]) -> List[str]:
@@ -133,7 +216,7 @@ class ScheduledBackend(Backend):
         ledger = read_ledger(study_dir)
         submitted = (study_dir / ".maestro" / "submitted").exists()
         ids = [entry[1] for entry in ledger.values()]
-        native = self.query(ids) if ids else {}
+        native = self.query(ids, manifest) if ids else {}
         return {"submitted_at": min((e[0] for e in ledger.values()), default=None) if submitted else None,
                 "jobs": {node: native.get(entry[1]) for node, entry in ledger.items()},
                 "parents": {name: info["depends"] for name, info in manifest["nodes"].items()},
@@ -148,21 +231,36 @@ class ScheduledBackend(Backend):
         if native is None:
             # gone from the scheduler's memory and accounting: the markers are all we have
             return marker_state or ("UNKNOWN", "the scheduler no longer knows the job and it left no markers")
-        state = self.native_state(native[0])
+        state = self.native_state(native)
         if "REQUEUE" in markers and state in ("RUNNING", "PENDING"):
             return state, "requeued to run its restart command"
         if state in ("RUNNING", "PENDING") and marker_state and marker_state[0] in ("FINISHED", "FAILED"):
             return marker_state  # the job ended; the scheduler has not caught up yet
         reason = native[1] if native[1] not in ("None", "") and state != "FINISHED" else ""
-        if state == "PENDING" and "Held" in reason:
+        if state == "PENDING" and self.is_held(native):
             reason = "held (released once the whole study is queued)"
-        if state == "FAILED" and marker_state and marker_state[0] == "FAILED":
-            reason = marker_state[1]
-        if state in ("CANCELLED", "PENDING") and ("Dependency" in reason or state == "CANCELLED"):
-            failed = _failed_ancestor(name, runtime)
+        if state == "FAILED" and marker_state and marker_state[0] in ("FAILED", "TIMEDOUT"):
+            return marker_state
+        if state in ("CANCELLED", "PENDING") and (state == "CANCELLED" or self.blocked_by_parent(native)):
+            failed = self._failed_ancestor(name, runtime)
             if failed:
                 return "CANCELLED", f"ancestor {failed} failed"
         return state, reason
+
+    def _failed_ancestor(self, name: str, runtime: Mapping[str, Any]) -> Optional[str]:
+        """The nearest ancestor whose job failed or timed out (for the reason column)."""
+        parents = runtime["parents"]
+        queue, seen = list(parents.get(name, ())), set()
+        while queue:
+            node = queue.pop(0)
+            if node in seen:
+                continue
+            seen.add(node)
+            native = runtime["jobs"].get(node)
+            if native and self.native_state(native) in ANCESTOR_FAILURES:
+                return node
+            queue.extend(parents.get(node, ()))
+        return None
 
     def cancel(self, study_dir: Path, manifest: Mapping[str, Any]) -> str:
         ledger = read_ledger(study_dir)
@@ -171,7 +269,8 @@ class ScheduledBackend(Backend):
         (study_dir / ".maestro").mkdir(exist_ok=True)
         (study_dir / ".maestro" / "cancelled").write_text(f"{int(time.time())}\n")
         argv = self.cancel_argv([entry[1] for entry in ledger.values()])
-        result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                                env=self.command_env(manifest))
         if result.returncode != 0 and result.stderr.strip():
             # cancelling jobs that already ended is not an error for the user
             return f"cancel requested ({' '.join(argv[:1])}: {result.stderr.strip().splitlines()[0]})"
@@ -182,23 +281,10 @@ def _marker_state(markers: Mapping[str, str]) -> Optional[Tuple[str, str]]:
     if "EXIT_CODE" in markers:
         if markers["EXIT_CODE"] == "0":
             return "FINISHED", ""
+        if "TIMEOUT" in markers:
+            return "TIMEDOUT", f"timed out after {markers.get('RESTART', '0')} restart(s)"
         return "FAILED", f"exit code {markers['EXIT_CODE']}"
     if "START" in markers:
         return "RUNNING", ""
     return None
 
-
-def _failed_ancestor(name: str, runtime: Mapping[str, Any]) -> Optional[str]:
-    """The nearest ancestor whose job failed, timed out or was cancelled (for the reason column)."""
-    parents = runtime["parents"]
-    queue, seen = list(parents.get(name, ())), set()
-    while queue:
-        node = queue.pop(0)
-        if node in seen:
-            continue
-        seen.add(node)
-        native = runtime["jobs"].get(node)
-        if native and native[0].split()[0] in ("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"):
-            return node
-        queue.extend(parents.get(node, ()))
-    return None

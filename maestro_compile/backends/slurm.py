@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import SchedulerCommandError, StudyDirError
 from ..expand import count, make_safe
@@ -12,7 +12,7 @@ from ..model import Node, Study
 from ..plan import Job
 from ..render import render_template
 from .base import LaunchRequest
-from .scheduled import ScheduledBackend, sh, split_user_directives
+from .scheduled import ScheduledBackend, directive_value, sh, split_user_directives, truthy
 
 DEFAULT_MAX_ARRAY = 1001   # Slurm's default MaxArraySize (slurm.conf)
 CHUNK = 500                # ids per sacct/squeue call (argument length, slurmdbd load)
@@ -56,27 +56,15 @@ def warning_seconds(limit: int) -> int:
     return max(10, min(300, limit // 5))
 
 
-def directive_value(value: Any) -> str:
-    """A value inside "...": one line, with quotes and backslashes escaped."""
-    text = " ".join(str(value).splitlines())
-    return text.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def _truthy(value: Any) -> bool:
-    """exclusive: a parameter can only give a string, and "False" must mean false."""
-    if isinstance(value, dict):
-        value = value.get("allocation", False)
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "yes", "1", "on")
-    return bool(value)
-
-
 class SlurmBackend(ScheduledBackend):
     name = "slurm"
     script_suffix = ".slurm.sh"
     prefix = "#SBATCH"
+    scheduler = "Slurm"
+    submit_command = "sbatch"
+    cancel_command = "scancel"
 
-    def launcher(self, request: LaunchRequest) -> str:
+    def launcher(self, study: Study, node: Node, request: LaunchRequest) -> str:
         words = ["srun"]
         if request.procs:
             words += ["-n", str(request.procs)]
@@ -106,7 +94,7 @@ class SlurmBackend(ScheduledBackend):
             lines.append(f'--time="{directive_value(walltime)}"')
         if count(res.get("gpus")):
             lines.append(f"--gres=gpu:{count(res.get('gpus'))}")
-        if _truthy(res.get("exclusive", False)):
+        if truthy(res.get("exclusive", False)):
             lines.append("--exclusive")
         for key in ("reservation", "qos"):
             value = res.get(key) or batch.get(key)
@@ -142,7 +130,7 @@ class SlurmBackend(ScheduledBackend):
         return int(match.group(1)) if match else DEFAULT_MAX_ARRAY
 
     # --- status ---
-    def query(self, ids: Sequence[str]) -> Dict[str, Tuple[str, str, str]]:
+    def query(self, ids: Sequence[str], manifest: Mapping[str, Any]) -> Dict[str, Tuple[str, str, str]]:
         """job id (123 or 123_4) -> (native state, reason, exit code), from sacct or squeue."""
         bases = sorted({i.split("_")[0] for i in ids}, key=int)
         result: Dict[str, Tuple[str, str, str]] = {}
@@ -165,11 +153,32 @@ class SlurmBackend(ScheduledBackend):
             raise SchedulerCommandError(argv, proc.returncode, proc.stdout, proc.stderr)
         return parse_job_table(proc.stdout)
 
-    def native_state(self, native: str) -> str:
-        return STATES.get(native.split()[0].rstrip("+"), "UNKNOWN") if native else "UNKNOWN"
+    def native_state(self, native: Tuple[str, str, str]) -> str:
+        words = native[0].split()  # "CANCELLED by 123"
+        return STATES.get(words[0].rstrip("+"), "UNKNOWN") if words else "UNKNOWN"
 
-    def render_submit(self, study: Study, jobs: Sequence[Job]) -> str:
-        return _render_submit(self, study, jobs)
+    def is_held(self, native: Tuple[str, str, str]) -> bool:
+        return "Held" in native[1]     # JobHeldUser
+
+    def blocked_by_parent(self, native: Tuple[str, str, str]) -> bool:
+        return "Dependency" in native[1]   # Dependency / DependencyNeverSatisfied
+
+    def submit_args(self, study: Study, job: Job, script: str) -> List[str]:
+        args = []
+        if job.root:
+            args.append("--hold")
+        else:
+            deps = []
+            for dep in job.depends:
+                target = f"${{J{dep.job}}}" + (f"_{dep.task}" if dep.task is not None else "")
+                deps.append(f"{dep.kind}:{target}")
+            args += [f'"--dependency={",".join(deps)}"', "--kill-on-invalid-dep=yes"]
+        if job.array:
+            throttle = study.options.get("throttle") or 0
+            args.append(f"--array=0-{len(job.nodes) - 1}" + (f"%{throttle}" if throttle else ""))
+        workdir = study.directory / (job.step if job.array else job.nodes[0].workspace)
+        args += ["-D", sh(workdir), sh(study.directory / script)]
+        return args
 
     def cancel_argv(self, ids: Sequence[str]) -> List[str]:
         return ["scancel", *sorted({i.split("_")[0] for i in ids}, key=int)]
@@ -209,40 +218,3 @@ def parse_job_table(text: str) -> Dict[str, Tuple[str, str, str]]:
         for job_id in expand_array_ids(fields[0].strip()):
             result[job_id] = (state.strip(), reason.strip(), exit_code.strip())
     return result
-
-
-def _submit_args(study: Study, job: Job, script: str) -> List[str]:
-    """sbatch arguments as shell words (user data quoted; ${Jn} left for the shell)."""
-    args = []
-    if job.root:
-        args.append("--hold")
-    else:
-        deps = []
-        for dep in job.depends:
-            target = f"${{J{dep.job}}}" + (f"_{dep.task}" if dep.task is not None else "")
-            deps.append(f"{dep.kind}:{target}")
-        args += [f'"--dependency={",".join(deps)}"', "--kill-on-invalid-dep=yes"]
-    if job.array:
-        throttle = study.options.get("throttle") or 0
-        args.append(f"--array=0-{len(job.nodes) - 1}" + (f"%{throttle}" if throttle else ""))
-    workdir = study.directory / (job.step if job.array else job.nodes[0].workspace)
-    args += ["-D", sh(workdir), sh(study.directory / script)]
-    return args
-
-
-def _render_submit(self, study: Study, jobs: Sequence[Job]) -> str:
-    entries = []
-    for job in jobs:
-        script = self.array_script(job) if job.array else job.nodes[0].script
-        what = (f"step {job.step}: {len(job.nodes)} node(s) as a job array" if job.array
-                else f"node {job.nodes[0].name}")
-        parents = ", ".join(f"{d.kind} J{d.job}" + (f" task {d.task}" if d.task is not None else "")
-                            for d in job.depends) or "none (held until everything is queued)"
-        entries.append({"var": f"J{job.index}", "label": job.nodes[0].name if not job.array else job.step,
-                        "comment": f"J{job.index} = {' '.join(what.splitlines())}; waits for: {parents}",
-                        "args": _submit_args(study, job, script), "root": job.root,
-                        "array": job.array, "nodes": [n.name for n in job.nodes]})
-    return render_template("slurm/submit.sh.j2", study_name=study.spec.name, jobs=entries,
-                           array_count=sum(1 for j in jobs if j.array), node_count=len(study.nodes),
-                           largest_array=max((len(j.nodes) for j in jobs if j.array), default=0))
-

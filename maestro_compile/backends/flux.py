@@ -1,0 +1,256 @@
+"""Flux: `# flux:` scripts, one job per node chained with --dependency=afterok, status from flux jobs."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ..errors import CompileError, SchedulerCommandError, StudyDirError
+from ..expand import count, make_safe
+from ..model import File, Node, Study
+from ..plan import Job, group_jobs
+from .base import LaunchRequest, launcher_location
+from .scheduled import ScheduledBackend, duration_seconds, sh, split_user_directives, truthy
+
+CHUNK = 500   # ids per `flux jobs` call
+
+# `flux jobs` status (state, or result once inactive) -> our state
+STATES = {"NEW": "PENDING", "DEPEND": "PENDING", "PRIORITY": "PENDING", "SCHED": "PENDING",
+          "RUN": "RUNNING", "CLEANUP": "RUNNING", "COMPLETED": "FINISHED", "FAILED": "FAILED",
+          "CANCELED": "CANCELLED", "TIMEOUT": "TIMEDOUT"}
+# Maestro's priority names -> Flux urgency (0-31; 16 is Flux's default). Maestro rejects "low" and
+# "expedited" although its schema allows them; here they mean 8 and 31.
+URGENCY = {"held": 0, "minimal": 1, "low": 8, "medium": 16, "high": 24, "expedite": 31, "expedited": 31}
+HELD = "held"
+
+
+def urgency(priority: Any) -> Optional[int]:
+    """Flux urgency of a step's `priority`: a name, or a fraction 0.0-1.0 of the highest (31)."""
+    if priority in (None, ""):
+        return None
+    if isinstance(priority, str):
+        return URGENCY[priority.strip().lower()]
+    return math.ceil(31 * float(priority))
+
+
+def one_word(value: Any) -> str:
+    """A shell word on one line (a directive line must not be split by a newline)."""
+    return sh(" ".join(str(value).splitlines()))
+
+
+def allocation_args(args: Any) -> List[str]:
+    """Maestro's batch.allocation_args / launcher_args: {setattr|S: {...}, setopt|o: {...}, conf: {...}}."""
+    if not isinstance(args, Mapping):
+        return []
+    words = []
+    for keys, option in ((("setattr", "S"), "--setattr"), (("setopt", "o"), "--setopt"), (("conf",), "--conf")):
+        for key in keys:
+            for name, value in _flatten(args.get(key) or {}):
+                words.append(f"{option}={one_word(name)}" if value is None else
+                             f"{option}={one_word(f'{name}={_text(value)}')}")
+    return words
+
+
+def _flatten(mapping: Mapping, prefix: str = ""):
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _flatten(value, name + ".")
+        else:
+            yield name, value
+
+
+def _text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+class FluxBackend(ScheduledBackend):
+    name = "flux"
+    script_suffix = ".flux.sh"
+    prefix = "# flux:"
+    scheduler = "Flux"
+    submit_command = "flux"
+    cancel_command = "flux cancel"
+
+    # --- compile time ---
+    def launcher(self, study: Study, node: Node, request: LaunchRequest) -> str:
+        words = ["flux", "run"]
+        if request.nodes:
+            words += ["-N", str(request.nodes)]
+        if request.procs:
+            words += ["-n", str(request.procs)]
+        exclusive = node.resources.get("exclusive")
+        if isinstance(exclusive, Mapping) and truthy(exclusive.get("launcher", False)):
+            words.append("--exclusive")
+        else:
+            if request.cores_per_task:
+                words += ["-c", str(request.cores_per_task)]
+            if request.gpus:
+                words += ["-g", str(request.gpus)]
+        return " ".join(words + allocation_args(study.spec.batch.get("launcher_args")))
+
+    def mode(self, node: Node) -> str:
+        """`batch` (a Flux instance of its own, so `flux run` inside places the tasks) for a step that
+        asks for nodes or procs, unless it says `nested: false`; `submit` (one task) otherwise."""
+        res = node.resources
+        wants_allocation = count(res.get("nodes")) or count(res.get("procs"))
+        return "batch" if wants_allocation and res.get("nested", True) is not False else "submit"
+
+    def walltime(self, study: Study, node: Node) -> Optional[int]:
+        try:
+            return duration_seconds(node.resources.get("walltime"))
+        except ValueError as exc:
+            raise CompileError(f"{launcher_location(study, node, 'walltime')}node '{node.name}': {exc}") from None
+
+    def restarts_in_job(self, study: Study, node: Node) -> bool:
+        return node.restart is not None and bool(self.walltime(study, node))
+
+    def time_limit(self, study: Study, node: Node) -> Optional[int]:
+        """The job's limit: the walltime, or room for every attempt when the restarts run inside."""
+        seconds = self.walltime(study, node)
+        if seconds and self.restarts_in_job(study, node):
+            rlimit = int(study.options.get("rlimit", 1))
+            return None if rlimit == 0 else seconds * (1 + rlimit) + 60
+        return seconds
+
+    def resource_directives(self, study: Study, node: Node) -> List[str]:
+        batch, res = study.spec.batch, node.resources
+        nodes, procs = count(res.get("nodes")), count(res.get("procs"))
+        cores, gpus = count(res.get("cores per task")), count(res.get("gpus"))
+        lines = []
+        if nodes:
+            lines.append(f"-N {nodes}")
+        if procs or not nodes:
+            lines.append(f"-n {procs or 1}")
+        if cores:
+            lines.append(f"-c {cores}")
+        if gpus:
+            # per slot (batch) or per task (submit); Maestro spreads a batch job's gpus over its nodes
+            lines.append(f"-g {math.ceil(gpus / nodes) if nodes and self.mode(node) == 'batch' else gpus}")
+        if truthy(res.get("exclusive", False)) and nodes:
+            lines.append("-x")
+        limit = self.time_limit(study, node)
+        if limit:
+            lines.append(f"-t {limit}s")
+        if batch.get("queue"):
+            lines.append(f"-q {one_word(batch['queue'])}")
+        if batch.get("bank"):
+            lines.append(f"--bank={one_word(batch['bank'])}")
+        lines += allocation_args(batch.get("allocation_args"))
+        lines += split_user_directives(node.cmd, self.prefix)[0]
+        return lines
+
+    def node_directives(self, study: Study, node: Node) -> List[str]:
+        base = make_safe(node.job_name)
+        return ([f"--job-name={one_word(node.job_name)}", f"--output={base}.out", f"--error={base}.err"]
+                + self.resource_directives(study, node))
+
+    def array_directives(self, study: Study, job: Job, log: str) -> List[str]:
+        raise AssertionError("Flux has no job arrays")  # plan_jobs never makes one
+
+    def plan_jobs(self, study: Study) -> Tuple[Job, ...]:
+        return group_jobs(study.nodes, 1, lambda nodes: False, arrays=False)
+
+    def step_context(self, study: Study, node: Node) -> Dict[str, Any]:
+        context = super().step_context(study, node)
+        context["mode"] = self.mode(node)
+        context["limit"] = self.walltime(study, node)
+        if not self.restarts_in_job(study, node):
+            context["restart"] = None
+        return context
+
+    def submit_args(self, study: Study, job: Job, script: str) -> List[str]:
+        node = job.nodes[0]
+        mode = self.mode(node)
+        args = [mode]
+        if mode == "submit":
+            args += self.node_directives(study, node)   # only `flux batch` reads directives
+        wanted = urgency(node.resources.get("priority"))
+        if job.root:
+            args.append("--urgency=hold")
+        elif wanted is not None:
+            args.append(f"--urgency={wanted}")
+        args += [f"--dependency=afterok:${{J{dep.job}}}" for dep in job.depends]
+        args += [f"--cwd={sh(study.directory / node.workspace)}", sh(study.directory / script)]
+        return args
+
+    def job_extra(self, study: Study, job: Job) -> Dict[str, Any]:
+        wanted = urgency(job.nodes[0].resources.get("priority"))
+        return {"release": "default" if wanted is None else (None if wanted == 0 else str(wanted))}
+
+    def submit_context(self, study: Study) -> Dict[str, Any]:
+        return {"uri": self.uri(study.spec.batch)}
+
+    @staticmethod
+    def uri(batch: Mapping[str, Any]) -> Optional[str]:
+        return batch.get("uri") or batch.get("flux_uri") or None
+
+    def render_study(self, study: Study) -> Tuple[Dict[str, File], Dict[str, Any]]:
+        files, extra = super().render_study(study)
+        uri = self.uri(study.spec.batch)
+        if uri:
+            extra["flux_uri"] = str(uri)
+        return files, extra
+
+    # --- run time ---
+    def command_env(self, manifest: Mapping[str, Any]) -> Optional[Dict[str, str]]:
+        uri = manifest.get("flux_uri")
+        return dict(os.environ, FLUX_URI=uri) if uri else None
+
+    def query(self, ids: Sequence[str], manifest: Mapping[str, Any]) -> Dict[str, Tuple[str, str, str]]:
+        """decimal job id -> (status, reason, return code), from `flux jobs -a --json`."""
+        result: Dict[str, Tuple[str, str, str]] = {}
+        env = self.command_env(manifest)
+        unique = sorted(set(ids), key=int)
+        for start in range(0, len(unique), CHUNK):
+            argv = ["flux", "jobs", "-a", "-c", "0", "--json", *unique[start:start + CHUNK]]
+            result.update(parse_jobs_json(_run(argv, env).stdout))
+        return result
+
+    def native_state(self, native: Tuple[str, str, str]) -> str:
+        if native[0] == "FAILED" and self.blocked_by_parent(native):
+            return "CANCELLED"   # Flux fails a job whose dependency can never be satisfied
+        return STATES.get(native[0], "UNKNOWN")
+
+    def is_held(self, native: Tuple[str, str, str]) -> bool:
+        return native[1] == HELD
+
+    def blocked_by_parent(self, native: Tuple[str, str, str]) -> bool:
+        return native[1].startswith("dependency")
+
+    def cancel_argv(self, ids: Sequence[str]) -> List[str]:
+        return ["flux", "cancel", *sorted(set(ids), key=int)]
+
+
+def _run(argv: List[str], env: Optional[Dict[str, str]]) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, env=env)
+    except FileNotFoundError:
+        raise StudyDirError("flux is not installed here: run `maestro status` where the Flux instance the "
+                            "study was submitted to can be reached (FLUX_URI)") from None
+    if proc.returncode != 0 and not proc.stdout.strip():
+        raise SchedulerCommandError(argv, proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def parse_jobs_json(text: str) -> Dict[str, Tuple[str, str, str]]:
+    """`flux jobs --json`: {"jobs": [...]} (or one job object when a single id was asked for)."""
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {}
+    jobs = data.get("jobs", [data] if "id" in data else [])
+    result = {}
+    for job in jobs:
+        status = job.get("status") or job.get("result") or job.get("state") or ""
+        exception = job.get("exception") or {}
+        reason = ""
+        if exception.get("occurred"):
+            reason = f"{exception.get('type', '')}: {exception.get('note', '')}".strip(": ")
+        elif job.get("urgency") == 0 and status in ("DEPEND", "PRIORITY", "SCHED"):
+            reason = HELD
+        code = job.get("returncode")
+        result[str(job["id"])] = (status, reason, "" if code is None else str(code))
+    return result
