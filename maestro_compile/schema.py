@@ -151,7 +151,8 @@ KNOWN_KEYS: Dict[str, Tuple[str, ...]] = {
     "study.run.exclusive": ("allocation", "launcher"),
     "global.parameters": ("values", "label"),
     "batch": ("type", "shell", "host", "bank", "queue", "nodes", "procs", "reservation", "qos",
-              "gpus", "version", "uri", "flux_uri", "allocation_args", "launcher_args", "args"),
+              "gpus", "version", "uri", "flux_uri", "allocation_args", "launcher_args", "args",
+              "launcher"),
 }
 
 
@@ -282,6 +283,10 @@ def _check_batch(raw: RawSpec, problems, warnings: Warnings) -> None:
         if key in batch and not isinstance(batch[key], (str, int, float)):
             problems.append((raw.line_of(("batch", key)), f"{raw.where(('batch', key))}: batch.{key}: "
                              f"expected a string, found {_describe(batch[key])}"))
+    # extension: LSF's parallel launcher for $(LAUNCHER)
+    if "launcher" in batch and batch["launcher"] not in ("jsrun", "lrun"):
+        problems.append((raw.line_of(("batch", "launcher")), f"{raw.where(('batch', 'launcher'))}: batch.launcher: "
+                         f"expected jsrun or lrun (LSF), found {_describe(batch['launcher'])}"))
 
 
 def _check_study(raw: RawSpec, problems) -> None:
