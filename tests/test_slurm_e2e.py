@@ -595,7 +595,7 @@ def sacct_ids_by_name(name: str) -> List[str]:
 
 def processes() -> Dict[int, Tuple[int, str]]:
     """pid -> (ppid, args) of every process, from ps."""
-    result = run(["ps", "-eo", "pid=,ppid=,args="])
+    result = run(["ps", "-ww", "-eo", "pid=,ppid=,args="])
     assert result.returncode == 0, result.stderr
     table = {}
     for line in result.stdout.splitlines():

@@ -230,7 +230,8 @@ def _run(argv: List[str], env: Optional[Dict[str, str]]) -> subprocess.Completed
     except FileNotFoundError:
         raise StudyDirError("flux is not installed here: run `maestro status` where the Flux instance the "
                             "study was submitted to can be reached (FLUX_URI)") from None
-    if proc.returncode != 0 and not proc.stdout.strip():
+    # ids the instance no longer knows (purged) are reported on stderr; the markers tell the rest
+    if proc.returncode != 0 and not proc.stdout.strip() and "unknown" not in proc.stderr.lower():
         raise SchedulerCommandError(argv, proc.returncode, proc.stdout, proc.stderr)
     return proc
 

@@ -212,7 +212,7 @@ def parse_bhist(text: str) -> Dict[str, Tuple[str, str, str]]:
         exited = re.search(r"Exited with exit code (\d+)", flat)
         if "Done successfully" in flat:
             native = ("DONE", "", "0")
-        elif exited or "Exited" in flat:
+        elif exited or "Exited" in flat or "Completed <exit>" in flat:
             native = ("EXIT", reason, exited.group(1) if exited else "")
         elif "Starting" in flat or "Dispatched" in flat:
             native = ("RUN", "", "")
