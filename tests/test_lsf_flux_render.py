@@ -11,7 +11,6 @@ from maestro_compile.backends.flux import FluxBackend, parse_jobs_json
 from maestro_compile.backends.lsf import LsfBackend, parse_bhist, parse_bjobs_json
 from maestro_compile.cli import main
 from maestro_compile.compile import Options, build_study
-from maestro_compile.errors import CompileError
 
 F58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 

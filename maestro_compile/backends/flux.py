@@ -7,12 +7,12 @@ import os
 import subprocess
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..errors import CompileError, SchedulerCommandError, StudyDirError
+from ..errors import SchedulerCommandError
 from ..expand import count, make_safe
 from ..model import File, Node, Study
 from ..plan import Job, group_jobs
-from .base import LaunchRequest, launcher_location
-from .scheduled import ScheduledBackend, duration_seconds, sh, split_user_directives, truthy
+from .base import LaunchRequest
+from .scheduled import ScheduledBackend, run_command, sh, split_user_directives, truthy
 
 CHUNK = 500   # ids per `flux jobs` call
 
@@ -97,12 +97,6 @@ class FluxBackend(ScheduledBackend):
         res = node.resources
         wants_allocation = count(res.get("nodes")) or count(res.get("procs"))
         return "batch" if wants_allocation and res.get("nested", True) is not False else "submit"
-
-    def walltime(self, study: Study, node: Node) -> Optional[int]:
-        try:
-            return duration_seconds(node.resources.get("walltime"))
-        except ValueError as exc:
-            raise CompileError(f"{launcher_location(study, node, 'walltime')}node '{node.name}': {exc}") from None
 
     def restarts_in_job(self, study: Study, node: Node) -> bool:
         return node.restart is not None and bool(self.walltime(study, node))
@@ -225,11 +219,7 @@ class FluxBackend(ScheduledBackend):
 
 
 def _run(argv: List[str], env: Optional[Dict[str, str]]) -> subprocess.CompletedProcess:
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, env=env)
-    except FileNotFoundError:
-        raise StudyDirError("flux is not installed here: run `maestro status` where the Flux instance the "
-                            "study was submitted to can be reached (FLUX_URI)") from None
+    proc = run_command(argv, "Flux", env)
     # ids the instance no longer knows (purged) are reported on stderr; the markers tell the rest
     if proc.returncode != 0 and not proc.stdout.strip() and "unknown" not in proc.stderr.lower():
         raise SchedulerCommandError(argv, proc.returncode, proc.stdout, proc.stderr)

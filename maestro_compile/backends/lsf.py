@@ -7,12 +7,12 @@ import re
 import subprocess
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
-from ..errors import CompileError, SchedulerCommandError, StudyDirError
+from ..errors import SchedulerCommandError
 from ..expand import count, make_safe
 from ..model import Node, Study
 from ..plan import Job
-from .base import LaunchRequest, launcher_location
-from .scheduled import ScheduledBackend, directive_value, duration_seconds, sh, split_user_directives, truthy
+from .base import LaunchRequest
+from .scheduled import ScheduledBackend, directive_value, run_command, sh, split_user_directives, truthy
 
 CHUNK = 500   # ids per bjobs/bhist call
 FIELDS = "jobid jobindex stat exit_code exit_reason pend_reason"
@@ -71,12 +71,6 @@ class LsfBackend(ScheduledBackend):
         words += ["-a", str(count(res.get("tasks per rs")) or 1), "-r", str(count(res.get("rs per node")) or 1),
                   "-c", str(count(res.get("cpus per rs")) or 1)]
         return " ".join(words)
-
-    def walltime(self, study: Study, node: Node):
-        try:
-            return duration_seconds(node.resources.get("walltime"))
-        except ValueError as exc:
-            raise CompileError(f"{launcher_location(study, node, 'walltime')}node '{node.name}': {exc}") from None
 
     def resource_directives(self, study: Study, node: Node) -> List[str]:
         batch, res = study.spec.batch, node.resources
@@ -168,11 +162,7 @@ class LsfBackend(ScheduledBackend):
 
 
 def _run(argv: List[str]) -> subprocess.CompletedProcess:
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise StudyDirError(f"{argv[0]} is not installed here: run `maestro status` on a machine of the "
-                            f"LSF cluster the study was submitted to") from None
+    proc = run_command(argv, "LSF")
     if proc.returncode != 0 and not proc.stdout.strip() and "not found" not in proc.stderr:
         raise SchedulerCommandError(argv, proc.returncode, proc.stdout, proc.stderr)
     return proc

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..errors import StudyDirError
+from ..errors import CompileError, StudyDirError
 from ..expand import make_safe
 from ..model import File, Node, Study
 from ..plan import Job, group_jobs
@@ -40,6 +40,15 @@ def split_user_directives(cmd: str, prefix: str) -> Tuple[List[str], str]:
     body = "".join(line for i, line in enumerate(lines) if i >= rest or not
                    (line.strip().startswith(prefix + " ") or line.strip() == prefix))
     return [f for f in found if f], body
+
+
+def run_command(argv: List[str], scheduler: str, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """Run a scheduler query; a missing command means we are not on the scheduler's machines."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, env=env)
+    except FileNotFoundError:
+        raise StudyDirError(f"{argv[0]} is not installed here: run `maestro status` on a machine of the "
+                            f"{scheduler} cluster the study was submitted to") from None
 
 
 def sh(word: Any) -> str:
@@ -97,6 +106,13 @@ class ScheduledBackend(Backend):
 
     def max_array_size(self) -> int:
         return 1000
+
+    def walltime(self, study: Study, node: Node) -> Optional[int]:
+        """The step's walltime in seconds (None: no limit); errors name the spec's file and line."""
+        try:
+            return duration_seconds(node.resources.get("walltime"))
+        except ValueError as exc:
+            raise CompileError(f"{launcher_location(study, node, 'walltime')}node '{node.name}': {exc}") from None
 
     def step_context(self, study: Study, node: Node) -> Dict[str, Any]:
         context = super().step_context(study, node)

@@ -6,13 +6,12 @@ import shutil
 import subprocess
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..errors import SchedulerCommandError, StudyDirError
+from ..errors import SchedulerCommandError
 from ..expand import count, make_safe
 from ..model import Node, Study
 from ..plan import Job
-from ..render import render_template
 from .base import LaunchRequest
-from .scheduled import ScheduledBackend, directive_value, sh, split_user_directives, truthy
+from .scheduled import ScheduledBackend, directive_value, run_command, sh, split_user_directives, truthy
 
 DEFAULT_MAX_ARRAY = 1001   # Slurm's default MaxArraySize (slurm.conf)
 CHUNK = 500                # ids per sacct/squeue call (argument length, slurmdbd load)
@@ -185,11 +184,7 @@ class SlurmBackend(ScheduledBackend):
 
 
 def _run(argv: List[str]) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise StudyDirError(f"{argv[0]} is not installed here: run `maestro status` on a machine of the "
-                            f"cluster the study was submitted to") from None
+    return run_command(argv, "Slurm")
 
 
 def expand_array_ids(job_id: str) -> List[str]:
