@@ -12,7 +12,7 @@ from ..expand import count, make_safe
 from ..model import Node, Study
 from ..plan import Job
 from .base import LaunchRequest
-from .scheduled import ScheduledBackend, directive_value, run_command, sh, split_user_directives, truthy
+from .scheduled import ScheduledBackend, allocation, directive_value, run_command, sh, split_user_directives, truthy
 
 CHUNK = 500   # ids per bjobs/bhist call
 FIELDS = "jobid jobindex stat exit_code exit_reason pend_reason"
@@ -74,8 +74,7 @@ class LsfBackend(ScheduledBackend):
 
     def resource_directives(self, study: Study, node: Node) -> List[str]:
         batch, res = study.spec.batch, node.resources
-        nodes = count(res.get("nodes")) or count(batch.get("nodes"))
-        procs = count(res.get("procs")) or count(batch.get("procs"))
+        nodes, procs = allocation(study, node)
         lines = []
         if nodes:
             lines.append(f"-nnodes {nodes}")       # CSM "easy mode", as Maestro

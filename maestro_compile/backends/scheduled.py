@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import CompileError, StudyDirError
-from ..expand import make_safe
+from ..expand import count, make_safe
 from ..model import File, Node, Study
 from ..plan import Job, group_jobs
 from ..render import log_base, render_template
@@ -68,6 +68,12 @@ def truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "yes", "1", "on")
     return bool(value)
+
+
+def allocation(study: Study, node: Node) -> Tuple[Optional[int], Optional[int]]:
+    """(nodes, procs) of a node's job: the step's values, else the batch block's."""
+    batch, res = study.spec.batch, node.resources
+    return count(res.get("nodes")) or count(batch.get("nodes")), count(res.get("procs")) or count(batch.get("procs"))
 
 
 def duration_seconds(value: Any) -> Optional[int]:

@@ -11,7 +11,7 @@ from ..expand import count, make_safe
 from ..model import Node, Study
 from ..plan import Job
 from .base import LaunchRequest
-from .scheduled import ScheduledBackend, directive_value, run_command, sh, split_user_directives, truthy
+from .scheduled import ScheduledBackend, allocation, directive_value, run_command, sh, split_user_directives, truthy
 
 DEFAULT_MAX_ARRAY = 1001   # Slurm's default MaxArraySize (slurm.conf)
 CHUNK = 500                # ids per sacct/squeue call (argument length, slurmdbd load)
@@ -76,8 +76,7 @@ class SlurmBackend(ScheduledBackend):
     def resource_directives(self, study: Study, node: Node) -> List[str]:
         """The directives every node of a step shares (an array needs them identical)."""
         batch, res = study.spec.batch, node.resources
-        nodes = count(res.get("nodes")) or count(batch.get("nodes"))
-        procs = count(res.get("procs")) or count(batch.get("procs"))
+        nodes, procs = allocation(study, node)
         lines = []
         if nodes:
             lines.append(f"--nodes={nodes}")
