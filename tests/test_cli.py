@@ -12,39 +12,9 @@ import pytest
 
 from maestro_compile.cli import main
 
-HELLO_BYE = """
-description:
-    name: hello_bye_world
-    description: A study that says hello and bye to multiple people.
-
-env:
-    variables:
-        OUTPUT_PATH: ./sample_output/hello_world
-    labels:
-        OUT_FORMAT: $(GREETING)_$(NAME).txt
-
-study:
-    - name: hello_world
-      description: Say hello to someone!
-      run:
-          cmd: |
-            echo "$(GREETING), $(NAME)!" > $(OUT_FORMAT)
-
-    - name: bye_world
-      description: Say bye to someone!
-      run:
-          cmd: |
-            echo "Bye, World!" > bye.txt
-          depends: [hello_world]
-
-global.parameters:
-    NAME:
-        values: [Pam, Jim, Michael, Dwight]
-        label: NAME.%%
-    GREETING:
-        values: [Hello, Ciao, Hey, Hi]
-        label: GREETING.%%
-"""
+# the example of examples/hello_world, exactly as users get it
+HELLO_BYE = (Path(__file__).resolve().parents[1] / "examples" / "hello_world" /
+             "hello_bye_parameterized.yaml").read_text()
 
 BAD = """
 description:
