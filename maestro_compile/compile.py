@@ -5,7 +5,7 @@ import datetime
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from . import emit, plan, render, schema, tokens
 from .backends import get_backend
@@ -32,6 +32,7 @@ class Options:
     max_array_size: int = 0        # 0: ask the cluster (scontrol) or use the scheduler's default
     retries: int = 0               # rerun a failed step inside its job up to this many times
     rlimit: int = 1                # restarts on timeout for steps with `restart` (0: unlimited)
+    workspace_layout: str = "auto"  # auto | flat | sharded (see expand.LAYOUTS)
 
 
 @dataclass
@@ -61,7 +62,8 @@ def build_study(options: Options, now: Optional[datetime.datetime] = None) -> St
     directory = Path(options.out_dir).absolute() if options.out_dir else default_directory(spec, now)
     env = tokens.build_environment(spec, directory, warnings)
     parameters = _parameters(spec, options, env, directory)
-    nodes, used = expand(spec, env, parameters, directory, backend.script_suffix, options.hashws, warnings)
+    nodes, used = expand(spec, env, parameters, directory, backend.script_suffix, options.hashws, warnings,
+                         options.workspace_layout)
     check_resources(spec, nodes)
     plan.check_unique_workspaces(spec, nodes)
     nodes = plan.order(nodes)
@@ -93,12 +95,16 @@ def _parameters(spec: Spec, options: Options, env: Dict[str, str], directory: Pa
 def check_study(options: Options) -> Study:
     """Everything compile checks (rendering included), writing nothing."""
     study = build_study(options)
-    render.render(study, get_backend(study.backend), "")
+    rendered = render.render(study, get_backend(study.backend), "")
+    for _ in rendered.node_files(0, rendered.node_count):
+        pass  # rendered and dropped: rendering finds the errors the templates' inputs can have
     return study
 
 
-def compile_study(options: Options, now: Optional[datetime.datetime] = None) -> Result:
-    """Compile the spec into a new study directory; nothing is left behind on failure."""
+def compile_study(options: Options, now: Optional[datetime.datetime] = None,
+                  progress: Callable[[int, int], None] = lambda done, total: None) -> Result:
+    """Compile the spec into a new study directory; nothing is left behind on failure.
+    ``progress(done, total)`` is told how many node scripts are written."""
     study = build_study(options, now)
     backend = get_backend(study.backend)
     created = (now or datetime.datetime.now()).isoformat(timespec="seconds")
@@ -107,7 +113,8 @@ def compile_study(options: Options, now: Optional[datetime.datetime] = None) -> 
     try:
         with emit.staging(study.directory) as stage:
             made_outside = tokens.clone_git_dependencies(study.spec, study.environment, study.directory, stage)
-            emit.write_files(stage, rendered, {name: Path(src) for name, src in study.extra_files.items()})
+            emit.write_files(stage, rendered, {name: Path(src) for name, src in study.extra_files.items()},
+                             progress)
             emit.publish(stage, study.directory)
     except BaseException:
         for path in made_outside:  # clones we made outside the study dir are ours to remove

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import shutil
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from .errors import CompileError, OutputExistsError
-from .model import Rendered
+from .model import File, Rendered
 
 
 def refuse_existing(directory: Path) -> None:
@@ -35,26 +37,104 @@ def staging(directory: Path) -> Iterator[Path]:
             shutil.rmtree(stage, ignore_errors=True)
 
 
-def write_files(stage: Path, rendered: Rendered, copies: Mapping[str, Path]) -> None:
-    made = set()
+SLICE = 500            # nodes per unit of work: progress granularity, and what a worker takes at a time
+PARALLEL_FROM = 2000   # fewer nodes are written faster than worker processes start
+MAX_WORKERS = 4        # a login node is shared: use a few cores, not all of them
+
+
+def write_files(stage: Path, rendered: Rendered, copies: Mapping[str, Path],
+                progress: Callable[[int, int], None] = lambda done, total: None) -> None:
+    """Write every node script, the study-level files, the copies of the spec, and study.json.
+
+    Node scripts are rendered and written by slices, in worker processes when the study is big
+    (rendering is most of the CPU time and the workers share nothing but the stage directory);
+    ``progress(done, total)`` is told after each slice."""
+    total = rendered.node_count
+    slices = [(start, min(start + SLICE, total)) for start in range(0, total, SLICE)]
+    done = 0
+    for written in _write_slices(str(stage), rendered, slices):
+        done += written
+        progress(done, total)
     try:
-        for relpath, file in rendered.files.items():
-            target = stage / relpath
-            parent = target.parent
-            if parent not in made:
-                parent.mkdir(parents=True, exist_ok=True)
-                made.add(parent)
-            with open(target, "w", encoding="utf-8", newline="\n") as handle:
-                handle.write(file.text)
-            if file.executable:
-                os.chmod(target, 0o755)
+        _write_all(str(stage), rendered.study_files.items())
         for relpath, source in copies.items():
             shutil.copyfile(source, stage / relpath)
         with open(stage / "study.json", "w", encoding="utf-8") as handle:
-            json.dump(rendered.manifest, handle, indent=1, sort_keys=False)
-            handle.write("\n")
+            handle.write(manifest_text(rendered.manifest))
     except OSError as exc:
         raise CompileError(f"cannot write the study directory: {exc}") from None
+
+
+def _write_slices(root: str, rendered: Rendered, slices: List[Tuple[int, int]]) -> Iterator[int]:
+    workers = min(MAX_WORKERS, _usable_cores())
+    if workers < 2 or rendered.node_count < PARALLEL_FROM or "fork" not in mp.get_all_start_methods():
+        for start, stop in slices:
+            yield _write_all(root, rendered.node_files(start, stop))
+        return
+    global _WORK
+    _WORK = (root, rendered)  # fork: the workers inherit the study and the compiled templates
+    try:
+        with mp.get_context("fork").Pool(workers, initializer=_quiet_worker) as pool:
+            yield from pool.imap_unordered(_write_slice, slices)
+    finally:
+        _WORK = None
+
+
+_WORK: Optional[Tuple[str, Rendered]] = None
+
+
+def _write_slice(bounds: Tuple[int, int]) -> int:
+    root, rendered = _WORK
+    return _write_all(root, rendered.node_files(*bounds))
+
+
+def _quiet_worker() -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the pool, workers stay silent
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # honours the cpuset a batch or login node gives us
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _write_all(root: str, files: Iterable[Tuple[str, File]]) -> int:
+    """Create each file (never replacing one); scripts get execute permission within the umask."""
+    count = 0
+    made = set()
+    try:
+        for relpath, file in files:
+            target = os.path.join(root, relpath)
+            parent = os.path.dirname(target)
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
+            mode = 0o777 if file.executable else 0o666
+            descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with open(descriptor, "w", encoding="utf-8", newline="\n") as handle:
+                handle.write(file.text)
+            count += 1
+    except OSError as exc:
+        raise CompileError(f"cannot write the study directory: {exc}") from None
+    return count
+
+
+def manifest_text(manifest: Mapping[str, Any]) -> str:
+    """study.json with one line per node and per job: readable with grep and less, and written
+    by the json module's C encoder (an indented dump of 100,000 nodes is pure Python and slow)."""
+    lines = []
+    for key, value in manifest.items():
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            inner = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
+            lines.append(f" {json.dumps(key)}: {{\n{inner}\n }}")
+        elif isinstance(value, list) and value and all(isinstance(v, (dict, list)) for v in value):
+            inner = ",\n".join(f"  {json.dumps(v)}" for v in value)
+            lines.append(f" {json.dumps(key)}: [\n{inner}\n ]")
+        else:
+            lines.append(f" {json.dumps(key)}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def publish(stage: Path, directory: Path) -> None:

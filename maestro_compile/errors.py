@@ -20,6 +20,9 @@ class SpecError(MaestroCompileError):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
 
+    def __reduce__(self):  # rebuilt from its problems when it crosses a process boundary
+        return (type(self), (self.problems,))
+
 
 class CompileError(MaestroCompileError):
     """The spec is valid but cannot be turned into a study directory."""

@@ -7,6 +7,7 @@ dependency (``step_*``) waits for every instance and passes no parameters on. No
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,13 @@ from .tokens import LAUNCHER_TOKEN, WORKSPACE_TOKEN, find_workspace_refs, substi
 COUNT_KEYS = {"nodes": 1, "procs": 1, "gpus": 0, "cores per task": 1, "tasks per rs": 1,
               "rs per node": 1, "cpus per rs": 1}
 TEXT_KEYS = ("cmd", "restart")
+# Workspace layout: Maestro puts every combination of a step in the step's directory. Above
+# FLAT_LIMIT combinations ("auto"), or always ("sharded"), they go into subdirectories of
+# SHARD_SIZE consecutive combinations instead, e.g. simulate/01000-01999/X.1234, so that no
+# directory of a huge sweep holds 100,000 entries.
+LAYOUTS = ("auto", "flat", "sharded")
+FLAT_LIMIT = 10_000
+SHARD_SIZE = 1_000
 RESERVED_NAMES = {"study.json", "submit.sh", "jobs.tsv", "status.csv", "logs", "meta"}
 _SAFE = re.compile(r"[^-_.() A-Za-z0-9]")
 
@@ -44,7 +52,8 @@ class _Step:
 
 
 def expand(spec: Spec, env: Mapping[str, str], parameters: Sequence[Parameter], study_dir: Path,
-           script_suffix: str, hashws: bool, warnings: Warnings) -> Tuple[Tuple[Node, ...], Dict[str, Tuple[str, ...]]]:
+           script_suffix: str, hashws: bool, warnings: Warnings,
+           layout: str = "auto") -> Tuple[Tuple[Node, ...], Dict[str, Tuple[str, ...]]]:
     """Return every node (parents before children) and the parameters each step uses."""
     steps = [_prepare(step, env) for step in spec.steps]
     by_name = {step.name: step for step in steps}
@@ -56,7 +65,7 @@ def expand(spec: Spec, env: Mapping[str, str], parameters: Sequence[Parameter], 
         step.used = _used_parameters(step, by_name, keys)
     nodes: List[Node] = []
     for step in steps:
-        _instantiate(step, by_name, parameters, rows, study_dir, script_suffix, hashws)
+        _instantiate(step, by_name, parameters, rows, study_dir, script_suffix, hashws, layout, warnings)
         nodes.extend(step.nodes.values())
     _warn_unknown_tokens(spec, steps, keys, warnings)
     return tuple(nodes), {step.name: step.used for step in steps}
@@ -177,7 +186,7 @@ def _apply(value: Any, pairs: List[Tuple[str, str]]) -> Any:
 
 
 def _instantiate(step: _Step, by_name: Dict[str, _Step], parameters: Sequence[Parameter], rows: int,
-                 study_dir: Path, suffix: str, hashws: bool) -> None:
+                 study_dir: Path, suffix: str, hashws: bool, layout: str, warnings: Warnings) -> None:
     if not step.used:
         step.nodes[""] = _make_node(step, by_name, parameters, None, "", step.name, step.name, study_dir, suffix)
         return
@@ -186,6 +195,11 @@ def _instantiate(step: _Step, by_name: Dict[str, _Step], parameters: Sequence[Pa
     distinct = list(dict.fromkeys(combos))
     width = len(str(len(distinct) - 1))
     instance = {combo: i for i, combo in enumerate(distinct)}
+    shard = layout == "sharded" or (layout == "auto" and len(distinct) > FLAT_LIMIT)
+    if shard and layout == "auto":
+        warnings.add(f"step '{step.name}' has {len(distinct)} parameter combinations: their workspaces are "
+                     f"grouped by {SHARD_SIZE} in subdirectories ({step.name}/{_shard(0, len(distinct))}/...) "
+                     f"instead of Maestro's single directory; --workspace-layout flat keeps Maestro's")
     step.node_of_row = combos
     for row, combo in enumerate(combos):
         if combo in step.nodes:
@@ -196,8 +210,17 @@ def _instantiate(step: _Step, by_name: Dict[str, _Step], parameters: Sequence[Pa
             leaf = job_name
         else:
             job_name, leaf = name, make_safe(combo)
+        if shard:
+            leaf = f"{_shard(instance[combo], len(distinct))}/{leaf}"
         step.nodes[combo] = _make_node(step, by_name, parameters, row, combo, name, job_name, study_dir,
                                        suffix, leaf)
+
+
+def _shard(index: int, total: int) -> str:
+    """The subdirectory of combination ``index``: the range of SHARD_SIZE combinations it is in."""
+    width = len(str(max(total - 1, SHARD_SIZE - 1)))
+    low = index - index % SHARD_SIZE
+    return f"{low:0{width}d}-{low + SHARD_SIZE - 1:0{width}d}"
 
 
 def _parent_nodes(step: _Step, by_name: Dict[str, _Step], row: Optional[int]) -> List[str]:
@@ -211,10 +234,10 @@ def _parent_nodes(step: _Step, by_name: Dict[str, _Step], row: Optional[int]) ->
     return sorted(set(parents))
 
 
-def _workspace_of(ref: _Step, step: _Step, row: Optional[int], study_dir: Path) -> str:
+def _workspace_of(ref: _Step, step: _Step, row: Optional[int], study_dir: str) -> str:
     if ref.name in step.funnels or not ref.used:
-        return str(study_dir / ref.name)
-    return str(study_dir / ref.nodes[ref.node_of_row[row]].workspace)
+        return os.path.join(study_dir, ref.name)
+    return os.path.join(study_dir, ref.nodes[ref.node_of_row[row]].workspace)
 
 
 def _make_node(step: _Step, by_name: Dict[str, _Step], parameters: Sequence[Parameter], row: Optional[int],
@@ -228,8 +251,10 @@ def _make_node(step: _Step, by_name: Dict[str, _Step], parameters: Sequence[Para
         if text is None:
             continue
         for ref in step.workspace_refs:
-            text = text.replace(f"$({ref}.workspace)", _workspace_of(by_name[ref], step, row, study_dir))
-        texts[key] = text.replace("$(WORKSPACE)", str(study_dir / workspace))
+            text = text.replace(f"$({ref}.workspace)", _workspace_of(by_name[ref], step, row, str(study_dir)))
+        if "$(WORKSPACE)" in text:
+            text = text.replace("$(WORKSPACE)", os.path.join(str(study_dir), workspace))
+        texts[key] = text
     resources = {key: value for key, value in run.items() if key not in ("cmd", "restart", "depends")}
     return Node(
         name=name, step=step.name, job_name=job_name, workspace=workspace,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from .load import RawSpec
 
@@ -105,7 +105,12 @@ class File:
 
 @dataclass(frozen=True)
 class Rendered:
-    files: Mapping[str, File]      # relpath -> file
+    """What the render pass produces: node scripts on demand (never all in memory at once),
+    the study-level files, and study.json's content."""
+
+    node_count: int
+    node_files: Callable[[int, int], Iterator[Tuple[str, File]]]  # (relpath, file) of nodes [start, stop)
+    study_files: Mapping[str, File]     # relpath -> file (submit.sh, array scripts)
     manifest: Dict[str, Any]
 
 

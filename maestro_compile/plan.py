@@ -133,7 +133,9 @@ def _array_dependencies(chunks, where, step_jobs, jobs) -> Optional[List[Tuple[D
         for position, node in enumerate(chunk):
             for parent in node.depends:
                 step = jobs[where[parent][0]].step
-                parent_steps.setdefault(step, [set() for _ in chunk])[position].add(parent)
+                if step not in parent_steps:  # not setdefault: its default would be built per node
+                    parent_steps[step] = [set() for _ in chunk]
+                parent_steps[step][position].add(parent)
         deps = []
         for step, per_task in parent_steps.items():
             if any(not parents for parents in per_task):

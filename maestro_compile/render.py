@@ -4,7 +4,7 @@ from __future__ import annotations
 import shlex
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import jinja2
 
@@ -35,6 +35,7 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        auto_reload=False,  # templates are package data: no stat() of the file per rendered node
         autoescape=False,
         # bash uses "{#" in ${#array[@]}: template comments are "{##" ... "##}" instead
         comment_start_string="{##",
@@ -86,13 +87,16 @@ def manifest(study: Study, created: str, extra: Optional[Dict[str, Any]] = None)
 
 
 def render(study: Study, backend, created: str) -> Rendered:
-    """Every file of the study directory, keyed by path relative to the study directory."""
-    files: Dict[str, File] = {}
-    for node in study.nodes:
-        files[node.script] = File(backend.render_step(study, node), executable=True)
+    """The study-level files and manifest now, the node scripts when asked for (by slices of
+    nodes, so that the emit pass can write them one at a time or from several processes)."""
+    environment().get_template(f"{backend.name}/step.sh.j2")  # compiled once, before any worker starts
     study_files, extra = backend.render_study(study)
-    files.update(study_files)
-    return Rendered(files=files, manifest=manifest(study, created, extra))
+
+    def node_files(start: int, stop: int) -> Iterator[Tuple[str, File]]:
+        for node in study.nodes[start:stop]:
+            yield node.script, File(backend.render_step(study, node), executable=True)
+    return Rendered(node_count=len(study.nodes), node_files=node_files, study_files=study_files,
+                    manifest=manifest(study, created, extra))
 
 
 def node_indices(study: Study) -> List[Dict[str, Any]]:
