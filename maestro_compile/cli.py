@@ -13,6 +13,10 @@ from . import __version__
 from .backends import get_backend
 from .compile import Options, check_study, compile_study
 from .errors import MaestroCompileError, SpecError
+from .expand import FLAT_LIMIT, LAYOUTS, SHARD_SIZE
+from .graph import draw as draw_graph, target_positional as graph_positional
+from .progress import Progress
+from .resubmit import resubmit
 from .status import collect, finished, format_csv, format_json, format_table, load_manifest, summary
 
 EXIT_FAILED_STEPS = 2      # run --wait: some step failed (Maestro's FAILURE)
@@ -36,6 +40,10 @@ def _spec_options(parser: argparse.ArgumentParser, with_out: bool = True) -> Non
     parser.add_argument("--cartesian", action="store_true",
                         help="combine parameters as a Cartesian product instead of row by row")
     parser.add_argument("--strict", action="store_true", help="treat unknown $(TOKEN)s as errors")
+    parser.add_argument("--workspace-layout", choices=LAYOUTS, default="auto",
+                        help=f"flat: every workspace of a step in the step's directory (Maestro's layout); "
+                             f"sharded: in subdirectories of {SHARD_SIZE} combinations; auto (default): flat "
+                             f"up to {FLAT_LIMIT} combinations per step, sharded above")
     parser.add_argument("-t", "--throttle", type=_positive, default=0, metavar="T",
                         help="schedulers: run at most T tasks of each job array at once")
     parser.add_argument("--retries", type=_non_negative, default=0, metavar="N",
@@ -69,6 +77,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", metavar="FILE", help="also write Maestro's status.csv format to FILE ('-' for stdout)")
     p = commands.add_parser("cancel", help="stop running steps and prevent the rest")
     p.add_argument("study_dir", type=Path)
+    p = commands.add_parser("resubmit", help="submit again the steps that failed, timed out or were cancelled, "
+                                             "and every step below them")
+    p.add_argument("study_dir", type=Path)
+    p.add_argument("--only", action="append", default=[], metavar="STEP_OR_NODE",
+                   help="resubmit only the failed nodes of this step, or this node (repeatable); "
+                        "their descendants still come along")
+    p.add_argument("--dry", action="store_true", help="print what would be resubmitted; write and submit nothing")
+    _jobs_option(p)
+    p = commands.add_parser("graph", help="draw the DAG: DOT or Mermaid text, or an image through Graphviz")
+    _spec_options(p, with_out=False)
+    graph_positional(p)
+    p.add_argument("--format", choices=["dot", "mermaid"],
+                   help="text to print (default: dot; with -o the extension decides)")
+    p.add_argument("-o", "--out", type=Path, metavar="FILE",
+                   help="write FILE instead of stdout: .dot/.gv (DOT), .mmd (Mermaid), .md (Mermaid block), "
+                        ".svg/.png/.pdf (drawn by Graphviz's dot)")
+    p.add_argument("--nodes", action="store_true",
+                   help="one vertex per node instead of one per step")
+    p.add_argument("--no-status", action="store_true",
+                   help="study directory: do not colour the nodes by their state")
     p = commands.add_parser("run", help="compile and submit (Maestro's spelling)")
     _spec_options(p)
     _jobs_option(p)
@@ -103,7 +131,7 @@ def _options(args: argparse.Namespace) -> Options:
     return Options(spec_path=args.spec, out_dir=getattr(args, "out", None), backend=args.backend,
                    pgen=args.pgen, pargs=args.pargs, hashws=args.hashws, cartesian=args.cartesian,
                    strict=args.strict, throttle=args.throttle, max_array_size=args.max_array_size,
-                   retries=args.retries, rlimit=args.rlimit)
+                   retries=args.retries, rlimit=args.rlimit, workspace_layout=args.workspace_layout)
 
 
 def _warn(messages: List[str]) -> None:
@@ -111,8 +139,13 @@ def _warn(messages: List[str]) -> None:
         print(f"warning: {message}", file=sys.stderr)
 
 
+def _compile(args: argparse.Namespace):
+    with Progress("writing node scripts") as progress:
+        return compile_study(_options(args), progress=progress)
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
-    result = compile_study(_options(args))
+    result = _compile(args)
     _warn(result.warnings)
     steps = len(result.study.used_parameters)
     print(f"compiled {len(result.study.nodes)} node(s) from {steps} step(s) for the "
@@ -160,7 +193,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    result = compile_study(_options(args))
+    result = _compile(args)
     _warn(result.warnings)
     print(f"compiled {len(result.study.nodes)} node(s) into {result.directory}")
     manifest = load_manifest(result.directory)
@@ -180,8 +213,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_CANCELLED if runtime.get("cancelled") else EXIT_FAILED_STEPS
 
 
+def cmd_graph(args: argparse.Namespace) -> int:
+    args.spec = args.target     # _options() reads the spec path from .spec
+    return draw_graph(args, _options, _warn)
+
+
+def cmd_resubmit(args: argparse.Namespace) -> int:
+    print(resubmit(args.study_dir, args.only, args.dry, args.jobs))
+    if not args.dry:
+        print(f"watch it with: maestro status {args.study_dir}")
+    return 0
+
+
 COMMANDS = {"compile": cmd_compile, "validate": cmd_validate, "submit": cmd_submit,
-            "status": cmd_status, "cancel": cmd_cancel, "run": cmd_run}
+            "status": cmd_status, "cancel": cmd_cancel, "run": cmd_run, "graph": cmd_graph,
+            "resubmit": cmd_resubmit}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

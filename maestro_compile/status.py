@@ -99,7 +99,9 @@ def collect(study_dir: Path, backend) -> Tuple[List[NodeStatus], Dict[str, Any]]
         row = NodeStatus(name=name, step=info["step"], workspace=info["workspace"], params=dict(info["params"]))
         if name in ledger:
             row.submit, row.job_id, submissions = ledger[name]
-            row.restarts = max(submissions, int(markers.get("STARTS", "1"))) - 1
+            # resubmissions (ledger lines) plus the restarts inside the latest attempt: its markers
+            # start clean, `maestro resubmit` moves the previous attempt's aside
+            row.restarts = submissions - 1 + max(int(markers.get("STARTS", "1")), 1) - 1
         row.job_id = markers.get("JOB_ID", row.job_id)
         row.start = _number(markers.get("START"))
         row.end = _number(markers.get("END"))
@@ -170,7 +172,7 @@ def format_table(rows: List[NodeStatus]) -> str:
         headers.append("Reason")
         for line, row in zip(data, rows):
             line.append(row.reason)
-    return tabulate(data, headers=headers, tablefmt="simple") + "\n\n" + summary(rows)
+    return tabulate(data, headers=headers, tablefmt="simple", disable_numparse=True) + "\n\n" + summary(rows)
 
 
 def format_json(rows: List[NodeStatus], runtime: Mapping[str, Any]) -> str:

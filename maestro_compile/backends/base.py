@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import abc
+import os
 import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from ..errors import CompileError, SubmitError
 from ..expand import count
@@ -70,10 +71,10 @@ class Backend(abc.ABC):
             "shell": study.spec.batch.get("shell", "/bin/bash"),
             "study_name": study.spec.name,
             "node": node,
-            "workspace": str(study.directory / node.workspace),
+            "workspace": os.path.join(str(study.directory), node.workspace),
             "script_name": "./" + node.script.rsplit("/", 1)[-1],
-            "status_file": str(study.directory / f"{base}.status"),
-            "cmd": self.expand_launcher(study, node, node.cmd, launcher_location(study, node, "cmd")).rstrip("\n"),
+            "status_file": os.path.join(str(study.directory), f"{base}.status"),
+            "cmd": self.expand_launcher(study, node, node.cmd, "cmd").rstrip("\n"),
             "restart": None,
             "retries": int(study.options.get("retries") or 0),
             "rlimit": int(study.options.get("rlimit", 1)),
@@ -82,10 +83,13 @@ class Backend(abc.ABC):
     def render_step(self, study: Study, node: Node) -> str:
         return render_template(f"{self.name}/step.sh.j2", **self.step_context(study, node))
 
-    def expand_launcher(self, study: Study, node: Node, text: str, where: str = "") -> str:
-        """Replace every $(LAUNCHER) and $(LAUNCHER)[...] in a step's command.
+    def expand_launcher(self, study: Study, node: Node, text: str, key: str = "cmd") -> str:
+        """Replace every $(LAUNCHER) and $(LAUNCHER)[...] in the step's run.``key`` text.
 
-        ``where`` ("file:line: key: ") prefixes errors about a bracket."""
+        Errors about a bracket name the spec's file and line of that key."""
+        if "$(LAUNCHER)" not in text:  # the common case; finding the spec line costs more than the check
+            return text
+        where = launcher_location(study, node, key)
         return LAUNCHER_TOKEN.sub(lambda m: self.launcher(study, node, parse_launcher(node, m.group(1), where)), text)
 
     def launcher(self, study: Study, node: Node, request: LaunchRequest) -> str:
@@ -125,3 +129,18 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def cancel(self, study_dir: Path, manifest: Mapping[str, Any]) -> str:
         """Stop running work and prevent the rest; return a summary."""
+
+    # --- maestro resubmit ---
+    @abc.abstractmethod
+    def render_resubmit(self, study_dir: Path, manifest: Mapping[str, Any], names: Sequence[str],
+                        layout: Mapping[str, Any]) -> str:
+        """The text of .maestro/resubmit-<K>.sh, which submits the nodes ``names`` (in manifest
+        order) again; ``layout`` holds the values of templates/base/resubmit.sh.j2."""
+
+    def activity(self, runtime: Mapping[str, Any]) -> Optional[str]:
+        """What of the study still runs beyond its nodes' states (resubmit waits for it), if anything."""
+        return None
+
+    def may_still_run(self, name: str, runtime: Mapping[str, Any]) -> bool:
+        """A node shown UNKNOWN whose job may in fact still run (resubmit refuses to replace it)."""
+        return False

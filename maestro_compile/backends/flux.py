@@ -4,15 +4,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import subprocess
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..errors import SchedulerCommandError
+from ..errors import SchedulerCommandError, SubmitError
 from ..expand import count, make_safe
 from ..model import File, Node, Study
 from ..plan import Job, group_jobs
 from .base import LaunchRequest
-from .scheduled import ScheduledBackend, run_command, sh, split_user_directives, truthy
+from .scheduled import ScheduledBackend, read_directives, run_command, sh, split_user_directives, truthy
 
 CHUNK = 500   # ids per `flux jobs` call
 
@@ -139,7 +141,7 @@ class FluxBackend(ScheduledBackend):
     def node_directives(self, study: Study, node: Node) -> List[str]:
         base = make_safe(node.job_name)
         return ([f"--job-name={one_word(node.job_name)}", f"--output={base}.out", f"--error={base}.err"]
-                + self.resource_directives(study, node))
+                + self.shared_directives(study, node))
 
     def array_directives(self, study: Study, job: Job, log: str) -> List[str]:
         raise AssertionError("Flux has no job arrays")  # plan_jobs never makes one
@@ -158,21 +160,50 @@ class FluxBackend(ScheduledBackend):
     def submit_args(self, study: Study, job: Job, script: str) -> List[str]:
         node = job.nodes[0]
         mode = self.mode(node)
-        args = [mode]
-        if mode == "submit":
-            args += self.node_directives(study, node)   # only `flux batch` reads directives
-        wanted = urgency(node.resources.get("priority"))
-        if job.root:
-            args.append("--urgency=hold")
-        elif wanted is not None:
-            args.append(f"--urgency={wanted}")
-        args += [f"--dependency=afterok:${{J{dep.job}}}" for dep in job.depends]
-        args += [f"--cwd={sh(study.directory / node.workspace)}", sh(study.directory / script)]
-        return args
+        directives = self.node_directives(study, node) if mode == "submit" else []
+        return flux_args(mode, directives, urgency(node.resources.get("priority")), [d.job for d in job.depends],
+                         study.directory / node.workspace, study.directory / script)
 
     def job_extra(self, study: Study, job: Job) -> Dict[str, Any]:
-        wanted = urgency(job.nodes[0].resources.get("priority"))
-        return {"release": "default" if wanted is None else (None if wanted == 0 else str(wanted))}
+        return {"release": release_urgency(urgency(job.nodes[0].resources.get("priority")))}
+
+    # --- maestro resubmit ---
+    def resubmit_facts(self, study: Study) -> Dict[str, Any]:
+        """Per node, what its submission line needs beyond the script: `flux batch` or `flux submit`,
+        and its urgency. Only nodes that differ from `submit` at the default urgency are listed."""
+        facts = {}
+        for node in study.nodes:
+            mode, wanted = self.mode(node), urgency(node.resources.get("priority"))
+            if mode != "submit" or wanted is not None:
+                facts[node.name] = {"mode": mode, **({"urgency": wanted} if wanted is not None else {})}
+        return facts
+
+    @staticmethod
+    def _facts(manifest: Mapping[str, Any], name: str) -> Dict[str, Any]:
+        if "flux_nodes" not in manifest:
+            raise SubmitError("this study was compiled by a version of maestro_compile without `maestro resubmit` "
+                              "for Flux (study.json has no flux_nodes); compile it again to resubmit it")
+        return {"mode": "submit", **manifest["flux_nodes"].get(name, {})}
+
+    def resubmit_args(self, study_dir: Path, manifest: Mapping[str, Any], name: str,
+                      parents: Sequence[int]) -> List[str]:
+        info, facts = manifest["nodes"][name], self._facts(manifest, name)
+        script = study_dir / info["script"]
+        directives = []
+        if facts["mode"] == "submit":   # flux submit does not read the script's header: repeat it
+            for text in read_directives(script, self.prefix):
+                try:
+                    directives += [sh(word) for word in shlex.split(text)]
+                except ValueError as exc:
+                    raise SubmitError(f"{script}: cannot read the directive '{self.prefix} {text}': {exc}") from None
+        return flux_args(facts["mode"], directives, facts.get("urgency"), parents, study_dir / info["workspace"],
+                         script)
+
+    def resubmit_job_extra(self, manifest: Mapping[str, Any], name: str) -> Dict[str, Any]:
+        return {"release": release_urgency(self._facts(manifest, name).get("urgency"))}
+
+    def resubmit_context(self, manifest: Mapping[str, Any]) -> Dict[str, Any]:
+        return {"uri": manifest.get("flux_uri")}
 
     def submit_context(self, study: Study) -> Dict[str, Any]:
         return {"uri": self.uri(study.spec.batch)}
@@ -186,6 +217,7 @@ class FluxBackend(ScheduledBackend):
         uri = self.uri(study.spec.batch)
         if uri:
             extra["flux_uri"] = str(uri)
+        extra["flux_nodes"] = self.resubmit_facts(study)
         return files, extra
 
     # --- run time ---
@@ -216,6 +248,24 @@ class FluxBackend(ScheduledBackend):
 
     def cancel_argv(self, ids: Sequence[str]) -> List[str]:
         return ["flux", "cancel", *sorted(set(ids), key=int)]
+
+
+def flux_args(mode: str, directives: Sequence[str], wanted: Optional[int], parents: Sequence[int],
+              workdir: Path, script: Path) -> List[str]:
+    """`flux batch|submit` words for one job: held when it has no parents (released at the end of the
+    submit script), else chained with afterok on each parent's ${Jn}."""
+    args = [mode, *directives]
+    if not parents:
+        args.append("--urgency=hold")
+    elif wanted is not None:
+        args.append(f"--urgency={wanted}")
+    args += [f"--dependency=afterok:${{J{p}}}" for p in parents]
+    return args + [f"--cwd={sh(workdir)}", sh(script)]
+
+
+def release_urgency(wanted: Optional[int]) -> Optional[str]:
+    """The urgency a held root gets at release: its priority's, or none for priority `held`."""
+    return "default" if wanted is None else (None if wanted == 0 else str(wanted))
 
 
 def _run(argv: List[str], env: Optional[Dict[str, str]]) -> subprocess.CompletedProcess:

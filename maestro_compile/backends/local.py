@@ -5,9 +5,9 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Mapping, Optional, Sequence, Tuple
 
-from ..errors import StudyDirError
+from ..errors import StudyDirError, SubmitError
 from ..model import File, Node, Study
 from ..render import node_indices, render_template
 from ..tokens import LAUNCHER_TOKEN
@@ -18,7 +18,7 @@ class LocalBackend(Backend):
     name = "local"
     script_suffix = ".sh"
 
-    def expand_launcher(self, study: Study, node: Node, text: str, where: str = "") -> str:
+    def expand_launcher(self, study: Study, node: Node, text: str, key: str = "cmd") -> str:
         # No scheduler, no parallel launcher: $(LAUNCHER) and $(LAUNCHER)[...] become nothing.
         return LAUNCHER_TOKEN.sub("", text)
 
@@ -41,11 +41,19 @@ class LocalBackend(Backend):
             "runner_alive": bool(pid) and done is None and _alive(pid),
             "runner_done": done,
             "cancelled": (state_dir / "cancelled").exists(),
+            # after `maestro resubmit`: the nodes the latest runner runs, and whether an earlier run
+            # was cancelled (resubmit keeps .maestro/cancelled as cancelled.before-resubmit-<K>)
+            "runner_nodes": _read_names(state_dir / "runner.nodes"),
+            "cancelled_before": any(state_dir.glob("cancelled.*")),
         }
 
     def node_state(self, name: str, markers: Mapping[str, str], in_ledger: bool, runtime: Mapping[str, Any]):
         """(state, reason) of one node from its markers and the runner's state."""
         alive, cancelled = runtime["runner_alive"], runtime["cancelled"]
+        runner_nodes = runtime.get("runner_nodes")
+        if runner_nodes is not None and name not in runner_nodes:
+            # not run again by the latest runner: its state is that of the run that ran it
+            alive, cancelled = False, cancelled or runtime.get("cancelled_before", False)
         if runtime["submitted_at"] is None:
             return "INITIALIZED", ""
         if "EXIT_CODE" in markers:
@@ -69,6 +77,20 @@ class LocalBackend(Backend):
         if cancelled:
             return "CANCELLED", "study cancelled before the step started"
         return "UNKNOWN", "never started: the runner is not running"
+
+    # --- maestro resubmit ---
+    def render_resubmit(self, study_dir: Path, manifest: Mapping[str, Any], names: Sequence[str],
+                        layout: Mapping[str, Any]) -> str:
+        if "--nodes FILE" not in (_read_text(study_dir / "submit.sh") or ""):
+            raise SubmitError("this study's submit.sh cannot run some nodes again (it was compiled by a version of "
+                              "maestro_compile without `maestro resubmit`); compile the study again to resubmit it")
+        return render_template("local/resubmit.sh.j2", scheduler="the local runner", submit_command="",
+                               cancel_command="", names=list(names), **layout)
+
+    def activity(self, runtime: Mapping[str, Any]) -> Optional[str]:
+        if runtime["runner_alive"]:
+            return f"the study's runner (pid {runtime['runner_pid']}) is still running"
+        return None
 
     def cancel(self, study_dir: Path, manifest: Mapping[str, Any]) -> str:
         state = self.runtime_state(study_dir, manifest)
@@ -97,6 +119,12 @@ def _read_text(path: Path) -> Optional[str]:
         return path.read_text().strip()
     except OSError:
         return None
+
+
+def _read_names(path: Path) -> Optional[FrozenSet[str]]:
+    """The node names of a list file (one per line), or None when there is none."""
+    text = _read_text(path)
+    return None if text is None else frozenset(line for line in text.splitlines() if line)
 
 
 def _read_int(path: Path) -> Optional[int]:

@@ -5,6 +5,7 @@ import json
 import math
 import re
 import subprocess
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from ..errors import SchedulerCommandError
@@ -101,30 +102,30 @@ class LsfBackend(ScheduledBackend):
     def node_directives(self, study: Study, node: Node) -> List[str]:
         base = make_safe(node.job_name)
         return ([f'-J "{directive_value(node.job_name)}"', f"-o {base}.out", f"-e {base}.err"]
-                + self.resource_directives(study, node))
+                + self.shared_directives(study, node))
 
     def array_directives(self, study: Study, job: Job, log: str) -> List[str]:
         throttle = study.options.get("throttle") or 0
         spec = f"{array_name(job.step)}[1-{len(job.nodes)}]" + (f"%{throttle}" if throttle else "")
-        return [f'-J "{spec}"', f"-o {log}", f"-e {log}"] + self.resource_directives(study, job.nodes[0])
+        return [f'-J "{spec}"', f"-o {log}", f"-e {log}"] + self.shared_directives(study, job.nodes[0])
 
     def submit_args(self, study: Study, job: Job, script: str) -> List[str]:
-        args = []
-        if job.root:
-            args.append("-H")
-        else:
-            conditions = []
-            for dep in job.depends:
-                if dep.kind == "aftercorr":
-                    conditions.append(f"done(${{J{dep.job}}}[*])")     # element i waits for element i
-                elif dep.task is not None:
-                    conditions.append(f"done(${{J{dep.job}}}[{dep.task + 1}])")
-                else:
-                    conditions.append(f"done(${{J{dep.job}}})")
-            args += ["-w", '"' + " && ".join(conditions) + '"', "-ti"]
+        conditions = []
+        for dep in job.depends:
+            if dep.kind == "aftercorr":
+                conditions.append(f"done(${{J{dep.job}}}[*])")     # element i waits for element i
+            elif dep.task is not None:
+                conditions.append(f"done(${{J{dep.job}}}[{dep.task + 1}])")
+            else:
+                conditions.append(f"done(${{J{dep.job}}})")
         workdir = study.directory / (job.step if job.array else job.nodes[0].workspace)
-        args += ["-cwd", sh(workdir), "<", sh(study.directory / script)]
-        return args
+        return bsub_args(conditions, workdir, study.directory / script)
+
+    def resubmit_args(self, study_dir: Path, manifest: Mapping[str, Any], name: str,
+                      parents: Sequence[int]) -> List[str]:
+        info = manifest["nodes"][name]
+        return bsub_args([f"done(${{J{p}}})" for p in parents], study_dir / info["workspace"],
+                         study_dir / info["script"])
 
     # --- status ---
     def query(self, ids: Sequence[str], manifest: Mapping[str, Any]) -> Dict[str, Tuple[str, str, str]]:
@@ -158,6 +159,17 @@ class LsfBackend(ScheduledBackend):
 
     def cancel_argv(self, ids: Sequence[str]) -> List[str]:
         return ["bkill", *sorted({i.split("[")[0] for i in ids}, key=int)]
+
+    def may_still_run(self, name: str, runtime: Mapping[str, Any]) -> bool:
+        native = runtime["jobs"].get(name)
+        return bool(native) and native[0] == "UNKWN"   # mbatchd lost the host; the job may go on
+
+
+def bsub_args(conditions: Sequence[str], workdir: Path, script: Path) -> List[str]:
+    """bsub's words for one job: held (-H) when it has no conditions (resumed at the end of the
+    submit script), else chained with -w and terminated by LSF (-ti) once a condition cannot be met."""
+    args = ["-H"] if not conditions else ["-w", '"' + " && ".join(conditions) + '"', "-ti"]
+    return args + ["-cwd", sh(workdir), "<", sh(script)]
 
 
 def _run(argv: List[str]) -> subprocess.CompletedProcess:

@@ -10,13 +10,18 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..errors import CompileError, StudyDirError
+from ..errors import CompileError, StudyDirError, SubmitError
 from ..expand import count, make_safe
 from ..model import File, Node, Study
 from ..plan import Job, group_jobs
 from ..render import log_base, render_template
 from ..status import read_ledger
 from .base import Backend, launcher_location
+
+# Linux execve limits: one argument (MAX_ARG_STRLEN) and, with the environment, all of them (ARG_MAX)
+MAX_WORD = 100 * 1024
+MAX_LINE = 1024 * 1024
+ID_LENGTH = 20        # the longest job id a ${Jn} can expand to (Flux ids in decimal: 17 digits)
 
 # an ancestor in one of these states explains why a descendant was cancelled
 ANCESTOR_FAILURES = {"FAILED", "TIMEDOUT", "OUT_OF_MEMORY", "NODE_FAIL"}
@@ -53,6 +58,23 @@ def run_command(argv: List[str], scheduler: str, env: Optional[Dict[str, str]] =
 
 def sh(word: Any) -> str:
     return shlex.quote(str(word))
+
+
+def read_directives(script: Path, prefix: str) -> List[str]:
+    """The directive texts of a node script's header, as the scheduler reads them: the lines
+    ``<prefix> ...`` before the first command. Read at resubmit time, so edits to them count."""
+    try:
+        lines = script.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise SubmitError(f"cannot read the node script {script}: {exc.strerror}") from None
+    found = []
+    for line in lines[1:]:                      # after the shebang
+        text = line.strip()
+        if text.startswith(prefix + " "):
+            found.append(text[len(prefix):].strip())
+        elif text and not text.startswith("#"):
+            break
+    return found
 
 
 def directive_value(value: Any) -> str:
@@ -110,6 +132,14 @@ class ScheduledBackend(Backend):
     def array_directives(self, study: Study, job: Job, log: str) -> List[str]:
         """Directives of an array dispatcher script."""
 
+    def shared_directives(self, study: Study, node: Node) -> List[str]:
+        """resource_directives, computed once per node: the plan compares them, the script prints them."""
+        memo = self.__dict__.setdefault("_directives_memo", {})
+        known = memo.get(id(node))
+        if known is None or known[0] is not node:   # the node check guards against a reused id()
+            known = memo[id(node)] = (node, self.resource_directives(study, node))
+        return known[1]
+
     def max_array_size(self) -> int:
         return 1000
 
@@ -123,10 +153,9 @@ class ScheduledBackend(Backend):
     def step_context(self, study: Study, node: Node) -> Dict[str, Any]:
         context = super().step_context(study, node)
         body = split_user_directives(node.cmd, self.prefix)[1]
-        context["cmd"] = self.expand_launcher(study, node, body, launcher_location(study, node, "cmd")).rstrip("\n")
+        context["cmd"] = self.expand_launcher(study, node, body, "cmd").rstrip("\n")
         if node.restart is not None and node.resources.get("walltime") not in (None, ""):
-            where = launcher_location(study, node, "restart")
-            context["restart"] = self.expand_launcher(study, node, node.restart, where).rstrip("\n")
+            context["restart"] = self.expand_launcher(study, node, node.restart, "restart").rstrip("\n")
         context["prefix"] = self.prefix
         context["directives"] = self.node_directives(study, node)
         return context
@@ -136,8 +165,12 @@ class ScheduledBackend(Backend):
         arrays = not study.options.get("no_arrays")
 
         def same_header(nodes: Sequence[Node]) -> bool:
-            first = self.resource_directives(study, nodes[0])
-            return all(self.resource_directives(study, n) == first for n in nodes[1:])
+            head = nodes[0]
+            if all(n.resources == head.resources and (n.restart is None) == (head.restart is None)
+                   and self.prefix not in n.cmd for n in nodes):
+                return True   # equal inputs give equal directives: no need to build them here
+            first = self.shared_directives(study, head)
+            return all(self.shared_directives(study, n) == first for n in nodes[1:])
         return group_jobs(study.nodes, limit, same_header, arrays)
 
     def array_script(self, job: Job) -> str:
@@ -205,6 +238,50 @@ class ScheduledBackend(Backend):
                           "depends": [{"job": d.job, "kind": d.kind, **({"task": d.task} if d.task is not None else {})}
                                       for d in j.depends]} for j in jobs],
                 "throttle": study.options.get("throttle") or 0}
+
+    # --- maestro resubmit: each node again as a job of its own, chained like submit.sh ---
+    @abc.abstractmethod
+    def resubmit_args(self, study_dir: Path, manifest: Mapping[str, Any], name: str,
+                      parents: Sequence[int]) -> List[str]:
+        """Shell words after ``submit VAR LABEL`` that submit node ``name`` alone, as submit.sh would;
+        ``parents``: the J numbers of its resubmitted parents (none: the job is held)."""
+
+    def resubmit_job_extra(self, manifest: Mapping[str, Any], name: str) -> Dict[str, Any]:
+        """Extra values of one node's entry (as job_extra gives at compile time)."""
+        return {}
+
+    def resubmit_context(self, manifest: Mapping[str, Any]) -> Dict[str, Any]:
+        """Extra values for the backend's submit.sh.j2 (as submit_context gives at compile time)."""
+        return {}
+
+    def render_resubmit(self, study_dir: Path, manifest: Mapping[str, Any], names: Sequence[str],
+                        layout: Mapping[str, Any]) -> str:
+        position = {name: i for i, name in enumerate(names)}
+        entries = []
+        for i, name in enumerate(names):
+            # parents that finished are not resubmitted: nothing to wait for
+            parents = [position[p] for p in manifest["nodes"][name]["depends"] if p in position]
+            waits = ", ".join(f"afterok J{p}" for p in parents) or "none (held until everything is queued)"
+            args = self.resubmit_args(study_dir, manifest, name, parents)
+            self._check_length(name, args, len(parents))
+            entries.append({"var": f"J{i}", "label": name, "comment": f"J{i} = node {name}; waits for: {waits}",
+                            "args": args, "root": not parents, "array": False, "nodes": [name],
+                            **self.resubmit_job_extra(manifest, name)})
+        return render_template(f"{self.name}/submit.sh.j2", layout="base/resubmit.sh.j2", jobs=entries,
+                               scheduler=self.scheduler, submit_command=self.submit_command,
+                               cancel_command=self.cancel_command, first_task=self.first_task,
+                               array_count=0, largest_array=0, **self.resubmit_context(manifest), **layout)
+
+    def _check_length(self, name: str, args: Sequence[str], parents: int) -> None:
+        """Refuse, before anything is written, a submission line the system could not run: a node
+        waiting for thousands of resubmitted parents lists all of them (no arrays to wait for)."""
+        def expanded(word: str) -> int:
+            return len(word) + word.count("${J") * ID_LENGTH
+        if max(map(expanded, args)) > MAX_WORD or sum(map(expanded, args)) > MAX_LINE:
+            raise SubmitError(f"node {name} would wait for {parents} resubmitted parents, more than one "
+                              f"{self.submit_command} command line can hold (each resubmitted node is a job of "
+                              f"its own); compile the spec into a new study directory and submit that instead, "
+                              f"or make the parents finish (--only cannot leave them out)")
 
     # --- run time ---
     def submit(self, study_dir: Path, manifest: Mapping[str, Any], jobs: int) -> str:

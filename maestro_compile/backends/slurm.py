@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import SchedulerCommandError
@@ -108,20 +109,21 @@ class SlurmBackend(ScheduledBackend):
     def node_directives(self, study: Study, node: Node) -> List[str]:
         base = make_safe(node.job_name)
         return ([f'--job-name="{directive_value(node.job_name)}"', f"--output={base}.out", f"--error={base}.err",
-                 f'--comment="{directive_value(node.description)}"'] + self.resource_directives(study, node))
+                 f'--comment="{directive_value(node.description)}"'] + self.shared_directives(study, node))
 
     def array_directives(self, study: Study, job: Job, log: str) -> List[str]:
         # the description may differ per node (parameters); the array carries the step's own text
         description = next(s.description for s in study.spec.steps if s.name == job.step)
         return ([f'--job-name="{directive_value(job.step)}"', f"--output={log}", "--open-mode=append",
-                 f'--comment="{directive_value(description)}"'] + self.resource_directives(study, job.nodes[0]))
+                 f'--comment="{directive_value(description)}"'] + self.shared_directives(study, job.nodes[0]))
 
     def max_array_size(self) -> int:
         """The cluster's MaxArraySize when scontrol is here, else Slurm's default."""
         if not shutil.which("scontrol"):
             return DEFAULT_MAX_ARRAY
         try:
-            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=20).stdout
+            # a login node cut off from slurmctld would make scontrol retry for a minute
+            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=5).stdout
         except (OSError, subprocess.SubprocessError):
             return DEFAULT_MAX_ARRAY
         match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
@@ -162,24 +164,35 @@ class SlurmBackend(ScheduledBackend):
         return "Dependency" in native[1]   # Dependency / DependencyNeverSatisfied
 
     def submit_args(self, study: Study, job: Job, script: str) -> List[str]:
-        args = []
-        if job.root:
-            args.append("--hold")
-        else:
-            deps = []
-            for dep in job.depends:
-                target = f"${{J{dep.job}}}" + (f"_{dep.task}" if dep.task is not None else "")
-                deps.append(f"{dep.kind}:{target}")
-            args += [f'"--dependency={",".join(deps)}"', "--kill-on-invalid-dep=yes"]
+        deps = []
+        for dep in job.depends:
+            target = f"${{J{dep.job}}}" + (f"_{dep.task}" if dep.task is not None else "")
+            deps.append(f"{dep.kind}:{target}")
+        array = None
         if job.array:
             throttle = study.options.get("throttle") or 0
-            args.append(f"--array=0-{len(job.nodes) - 1}" + (f"%{throttle}" if throttle else ""))
+            array = f"--array=0-{len(job.nodes) - 1}" + (f"%{throttle}" if throttle else "")
         workdir = study.directory / (job.step if job.array else job.nodes[0].workspace)
-        args += ["-D", sh(workdir), sh(study.directory / script)]
-        return args
+        return sbatch_args(deps, workdir, study.directory / script, array)
+
+    def resubmit_args(self, study_dir: Path, manifest: Mapping[str, Any], name: str,
+                      parents: Sequence[int]) -> List[str]:
+        info = manifest["nodes"][name]
+        # one afterok with every id (afterok:a:b, the same as afterok:a,afterok:b): half as long
+        deps = ["afterok:" + ":".join(f"${{J{p}}}" for p in parents)] if parents else []
+        return sbatch_args(deps, study_dir / info["workspace"], study_dir / info["script"])
 
     def cancel_argv(self, ids: Sequence[str]) -> List[str]:
         return ["scancel", *sorted({i.split("_")[0] for i in ids}, key=int)]
+
+
+def sbatch_args(deps: Sequence[str], workdir: Path, script: Path, array: Optional[str] = None) -> List[str]:
+    """sbatch's words for one job: held when it has no dependencies (released at the end of the
+    submit script), else chained and cancelled by Slurm once a dependency can no longer be met."""
+    args = ["--hold"] if not deps else [f'"--dependency={",".join(deps)}"', "--kill-on-invalid-dep=yes"]
+    if array:
+        args.append(array)
+    return args + ["-D", sh(workdir), sh(script)]
 
 
 def _run(argv: List[str]) -> subprocess.CompletedProcess:
