@@ -6,10 +6,11 @@
    Both are run in the same invocation, interleaved round by round, and the ratio of the medians
    is printed.
 2. A 10,000-point sweep (3 parameterized steps + a funnel): compile time, `maestro submit` time and
-   the number of sbatch calls (counted by a wrapper put first on PATH). The study is cancelled
-   right after the submission; its jobs are not run.
+   the number of sbatch calls (counted by a wrapper put first on PATH), then `maestro status` on
+   the queued study and again after `maestro cancel`, timed, with its sacct/squeue calls counted.
+   The jobs are cancelled, not run.
 
-Usage:  python3 benchmarks/slurm_submit.py [--rounds 3] [--chain 10] [--points 10000]
+Usage:  python3 benchmarks/slurm_submit.py [--rounds 3] [--chain 10] [--points 10000] [--sweep-only]
 Prints a Markdown table (docs/performance.md keeps the numbers measured on the reference machine).
 """
 from __future__ import annotations
@@ -139,22 +140,38 @@ def sweep_benchmark(work: Path, points: int) -> List[str]:
     maestro("compile", str(spec), "-o", str(study), "--backend", "slurm")
     compile_seconds = time.time() - start
 
-    # count sbatch calls with a wrapper first on PATH
+    # count scheduler calls with wrappers first on PATH
     shim = work / "shim"
     shim.mkdir()
-    calls = work / "sbatch.calls"
-    real = shutil.which("sbatch")
-    (shim / "sbatch").write_text(f'#!/bin/bash\necho x >> "{calls}"\nexec "{real}" "$@"\n')
-    (shim / "sbatch").chmod(0o755)
+    for command in ("sbatch", "sacct", "squeue"):
+        real = shutil.which(command)
+        (shim / command).write_text(f'#!/bin/bash\necho x >> "{work / command}.calls"\nexec "{real}" "$@"\n')
+        (shim / command).chmod(0o755)
     env = dict(os.environ, PATH=f"{shim}{os.pathsep}{os.environ['PATH']}")
     start = time.time()
     maestro("submit", str(study), env=env)
     submit_seconds = time.time() - start
+    queued = status_row(study, env, work, "queued")
     maestro("cancel", str(study))
+    time.sleep(2)   # let accounting record the cancellation
+    cancelled = status_row(study, env, work, "cancelled")
     nodes = len((study / "jobs.tsv").read_text().splitlines())
-    sbatch_calls = len(calls.read_text().splitlines())
+    sbatch_calls = len((work / "sbatch.calls").read_text().splitlines())
     return [f"| {points}-point sweep (3 steps + funnel, {nodes} nodes): compile | {compile_seconds:.1f} s | |",
-            f"| {points}-point sweep: `maestro submit` | {submit_seconds:.1f} s | {sbatch_calls} sbatch calls |"]
+            f"| {points}-point sweep: `maestro submit` | {submit_seconds:.1f} s | {sbatch_calls} sbatch calls |",
+            queued, cancelled]
+
+
+def status_row(study: Path, env: Dict[str, str], work: Path, when: str) -> str:
+    """Time `maestro status` on the submitted sweep and count its sacct/squeue calls."""
+    for command in ("sacct", "squeue"):
+        (work / f"{command}.calls").write_text("")
+    start = time.time()
+    out = maestro("status", str(study), env=env).stdout
+    seconds = time.time() - start
+    calls = {c: len((work / f"{c}.calls").read_text().splitlines()) for c in ("sacct", "squeue")}
+    return (f"| `maestro status` on the sweep, {when} | {seconds:.2f} s | {calls['sacct']} sacct + "
+            f"{calls['squeue']} squeue calls; {out.strip().splitlines()[-1]} |")
 
 
 def main() -> None:
@@ -162,12 +179,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--chain", type=int, default=10)
     parser.add_argument("--points", type=int, default=10000)
+    parser.add_argument("--sweep-only", action="store_true", help="skip the chain makespan rounds")
     args = parser.parse_args()
     if not shutil.which("sbatch"):
         sys.exit("sbatch not found: run this on a Slurm cluster (tests/slurm/cluster.sh up starts a test one)")
     with tempfile.TemporaryDirectory(prefix="maestro-bench-") as tmp:
         work = Path(tmp)
-        rows = chain_benchmark(work, args.chain, args.rounds) + sweep_benchmark(work, args.points)
+        rows = [] if args.sweep_only else chain_benchmark(work, args.chain, args.rounds)
+        rows += sweep_benchmark(work, args.points)
     print("| measurement | values | summary |\n|---|---|---|")
     print("\n".join(rows))
 
