@@ -5,6 +5,7 @@ import abc
 import os
 import re
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
@@ -14,6 +15,7 @@ from ..expand import count
 from ..tokens import LAUNCHER_TOKEN
 
 from ..model import File, Node, Study
+from ..progress import Progress
 from ..render import log_base, render_template
 
 
@@ -57,6 +59,19 @@ def launcher_location(study: Study, node: Node, key: str) -> str:
     index = next(step.index for step in study.spec.steps if step.name == node.step)
     path = ("study", index, "run", key)
     return f"{study.spec.raw.where(path)}: study[{index}].run.{key}: "
+
+
+def _lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as handle:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 16), b""))
+    except OSError:
+        return 0
+
+
+def _read(handle) -> str:
+    handle.seek(0)
+    return handle.read().decode("utf-8", errors="replace")
 
 
 class Backend(abc.ABC):
@@ -109,14 +124,27 @@ class Backend(abc.ABC):
     def submit(self, study_dir: Path, manifest: Mapping[str, Any], jobs: int) -> str:
         """Submit the study; return a short summary for the user."""
 
-    def run_submit_script(self, study_dir: Path, *args: str) -> str:
-        """Run the study's submit.sh (the plain-bash product) and return what it printed."""
+    def run_submit_script(self, study_dir: Path, *args: str, nodes: int = 0) -> str:
+        """Run the study's submit.sh (the plain-bash product) and return what it printed.
+
+        On a terminal, a progress line counts the ``nodes`` already in the ledger (submit.sh
+        appends each job id the moment it is known)."""
         argv = ["bash", str(study_dir / "submit.sh"), *args]
-        result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=str(study_dir))
-        if result.returncode != 0:
-            raise SubmitError((result.stderr.strip() + "\n" + result.stdout.strip()).strip()
-                              or f"submit.sh exited {result.returncode}")
-        return result.stdout.strip()
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+                Progress("nodes queued") as progress:
+            child = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=str(study_dir))
+            while True:
+                try:
+                    child.wait(timeout=Progress.INTERVAL)
+                    break
+                except subprocess.TimeoutExpired:
+                    if nodes and progress.enabled:
+                        progress(_lines(study_dir / "jobs.tsv"), nodes)
+            stdout, stderr = (_read(handle) for handle in (out, err))
+        if child.returncode != 0:
+            raise SubmitError((stderr.strip() + "\n" + stdout.strip()).strip()
+                              or f"submit.sh exited {child.returncode}")
+        return stdout.strip()
 
     @abc.abstractmethod
     def runtime_state(self, study_dir: Path, manifest: Mapping[str, Any]) -> Dict[str, Any]:

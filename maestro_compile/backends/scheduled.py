@@ -285,7 +285,7 @@ class ScheduledBackend(Backend):
 
     # --- run time ---
     def submit(self, study_dir: Path, manifest: Mapping[str, Any], jobs: int) -> str:
-        return self.run_submit_script(study_dir)
+        return self.run_submit_script(study_dir, nodes=len(manifest["nodes"]))
 
     @abc.abstractmethod
     def query(self, ids: Sequence[str], manifest: Mapping[str, Any]) -> Dict[str, Tuple[str, str, str]]:
