@@ -9,7 +9,7 @@ import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, TextIO, Tuple
 
 from .errors import CompileError, OutputExistsError
 from .model import File, Rendered
@@ -60,7 +60,7 @@ def write_files(stage: Path, rendered: Rendered, copies: Mapping[str, Path],
         for relpath, source in copies.items():
             shutil.copyfile(source, stage / relpath)
         with open(stage / "study.json", "w", encoding="utf-8") as handle:
-            handle.write(manifest_text(rendered.manifest))
+            write_manifest(handle, rendered.manifest)
     except OSError as exc:
         raise CompileError(f"cannot write the study directory: {exc}") from None
 
@@ -121,20 +121,33 @@ def _write_all(root: str, files: Iterable[Tuple[str, File]]) -> int:
     return count
 
 
-def manifest_text(manifest: Mapping[str, Any]) -> str:
-    """study.json with one line per node and per job: readable with grep and less, and written
-    by the json module's C encoder (an indented dump of 100,000 nodes is pure Python and slow)."""
-    lines = []
+def write_manifest(handle: TextIO, manifest: Mapping[str, Any]) -> None:
+    """study.json with one line per node and per job: readable with grep and less, written by the
+    json module's C encoder (an indented dump is pure Python) and streamed, never held whole.
+    A callable value yields (key, entry) pairs: the nodes, built one at a time."""
+    handle.write("{")
+    separator = "\n"
     for key, value in manifest.items():
-        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-            inner = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
-            lines.append(f" {json.dumps(key)}: {{\n{inner}\n }}")
+        handle.write(f"{separator} {json.dumps(key)}: ")
+        separator = ",\n"
+        if callable(value):
+            _write_block(handle, "{}", (f"{json.dumps(k)}: {json.dumps(v)}" for k, v in value()))
+        elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            _write_block(handle, "{}", (f"{json.dumps(k)}: {json.dumps(v)}" for k, v in value.items()))
         elif isinstance(value, list) and value and all(isinstance(v, (dict, list)) for v in value):
-            inner = ",\n".join(f"  {json.dumps(v)}" for v in value)
-            lines.append(f" {json.dumps(key)}: [\n{inner}\n ]")
+            _write_block(handle, "[]", (json.dumps(v) for v in value))
         else:
-            lines.append(f" {json.dumps(key)}: {json.dumps(value)}")
-    return "{\n" + ",\n".join(lines) + "\n}\n"
+            handle.write(json.dumps(value))
+    handle.write("\n}\n")
+
+
+def _write_block(handle: TextIO, brackets: str, items: Iterable[str]) -> None:
+    handle.write(brackets[0])
+    separator = "\n  "
+    for item in items:
+        handle.write(separator + item)
+        separator = ",\n  "
+    handle.write(("\n " if separator != "\n  " else "") + brackets[1])
 
 
 def publish(stage: Path, directory: Path) -> None:

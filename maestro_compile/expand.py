@@ -47,6 +47,7 @@ class _Step:
     funnels: List[str] = field(default_factory=list)   # parent steps waited on as a whole
     workspace_refs: List[str] = field(default_factory=list)
     used: Tuple[str, ...] = ()                          # parameter keys, sorted
+    resources: Dict[str, Any] = field(default_factory=dict)        # run without cmd/restart/depends
     nodes: Dict[str, Node] = field(default_factory=dict)           # combo string -> node
     node_of_row: List[str] = field(default_factory=list)           # row -> combo string
 
@@ -74,7 +75,7 @@ def expand(spec: Spec, env: Mapping[str, str], parameters: Sequence[Parameter], 
 def _prepare(step: StepSpec, env: Mapping[str, str]) -> _Step:
     run = substitute_all(dict(step.run), env)
     return _Step(spec=step, name=substitute_all(step.name, env),
-                 description=substitute_all(step.description, env), run=run)
+                 description=substitute_all(step.description, env), run=run, resources=_resources(run))
 
 
 def _check_step_names(spec: Spec, steps: List[_Step]) -> None:
@@ -164,6 +165,10 @@ def _used_parameters(step: _Step, by_name: Dict[str, _Step], keys: Sequence[str]
     return tuple(sorted(used))
 
 
+def _resources(run: Mapping[str, Any]) -> Dict[str, Any]:
+    return {key: value for key, value in run.items() if key not in ("cmd", "restart", "depends")}
+
+
 def _row_substitution(parameters: Sequence[Parameter], used: Sequence[str], row: int) -> List[Tuple[str, str]]:
     """(token, text) pairs in Maestro's order: every label, then every value, then every name."""
     chosen = [param for param in parameters if param.key in used]
@@ -173,15 +178,19 @@ def _row_substitution(parameters: Sequence[Parameter], used: Sequence[str], row:
 
 
 def _apply(value: Any, pairs: List[Tuple[str, str]]) -> Any:
+    """``value`` with the tokens replaced; the very same object when nothing changed, so the nodes
+    of a step share what their parameters do not touch."""
     if isinstance(value, str):
         if "$(" in value:
             for token, text in pairs:
                 value = value.replace(token, text)
         return value
     if isinstance(value, list):
-        return [_apply(item, pairs) for item in value]
+        items = [_apply(item, pairs) for item in value]
+        return value if all(a is b for a, b in zip(items, value)) else items
     if isinstance(value, dict):
-        return {key: _apply(item, pairs) for key, item in value.items()}
+        items = {key: _apply(item, pairs) for key, item in value.items()}
+        return value if all(items[key] is item for key, item in value.items()) else items
     return value
 
 
@@ -255,7 +264,7 @@ def _make_node(step: _Step, by_name: Dict[str, _Step], parameters: Sequence[Para
         if "$(WORKSPACE)" in text:
             text = text.replace("$(WORKSPACE)", os.path.join(str(study_dir), workspace))
         texts[key] = text
-    resources = {key: value for key, value in run.items() if key not in ("cmd", "restart", "depends")}
+    resources = step.resources if run is step.run else _resources(run)
     return Node(
         name=name, step=step.name, job_name=job_name, workspace=workspace,
         script=f"{workspace}/{make_safe(job_name + suffix)}",

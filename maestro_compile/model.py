@@ -61,6 +61,10 @@ class Parameter:
 class Node:
     """One concrete job: a step instantiated for one parameter combination."""
 
+    # a 100,000-point sweep holds 300,000 of these: no per-instance __dict__
+    __slots__ = ("name", "step", "job_name", "workspace", "script", "params", "depends", "description",
+                 "cmd", "restart", "resources")
+
     name: str                      # Maestro's node name, e.g. hello_GREETING.Hello.NAME.Pam
     step: str
     job_name: str                  # name used for files and the scheduler (node name or hashws nickname)
@@ -111,7 +115,7 @@ class Rendered:
     node_count: int
     node_files: Callable[[int, int], Iterator[Tuple[str, File]]]  # (relpath, file) of nodes [start, stop)
     study_files: Mapping[str, File]     # relpath -> file (submit.sh, array scripts)
-    manifest: Dict[str, Any]
+    manifest: Dict[str, Any]   # study.json; its "nodes" is a callable yielding (name, entry) pairs
 
 
 @dataclass

@@ -70,20 +70,16 @@ def manifest(study: Study, created: str, extra: Optional[Dict[str, Any]] = None)
         "submit_script": "submit.sh",
         "ledger": "jobs.tsv",
         "steps": {step: list(keys) for step, keys in study.used_parameters.items()},
-        "nodes": {},
+        # built while study.json is written: 100,000 entries need not all be in memory at once
+        "nodes": lambda: ((node.name, node_entry(node)) for node in study.nodes),
     }
-    for node in study.nodes:
-        data["nodes"][node.name] = {
-            "step": node.step,
-            "workspace": node.workspace,
-            "params": dict(node.params),
-            "depends": list(node.depends),
-            "script": node.script,
-            "log": log_base(node),
-            "scheduled": True,
-        }
     data.update(extra or {})
     return data
+
+
+def node_entry(node: Node) -> Dict[str, Any]:
+    return {"step": node.step, "workspace": node.workspace, "params": dict(node.params),
+            "depends": list(node.depends), "script": node.script, "log": log_base(node), "scheduled": True}
 
 
 def render(study: Study, backend, created: str) -> Rendered:
