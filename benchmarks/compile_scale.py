@@ -7,7 +7,8 @@ given to three programs, run one after the other in the same round, in a rotatin
 - maestrowf 1.2.1 `maestro run --dry -fg -y -o OUT spec.yaml`, installed by this script into a
   separate virtual environment (--venv) with pip;
 - `maestro compile spec.yaml -o OUT --max-array-size 100001` (maestro_compile, this checkout's
-  interpreter; the array size is given so that no scheduler is asked);
+  interpreter; the array size is given so that no scheduler is asked), with its default worker
+  processes and again with MAESTRO_COMPILE_WORKERS=1 (one process, like the floor);
 - the floor: a bare Python loop that creates the same directory tree and writes the same
   number of files of the same sizes as maestro_compile's study directory (the list is taken
   from maestro_compile's output of the first round).
@@ -106,15 +107,19 @@ def measure(argv: List[str], cwd: Path) -> Tuple[float, float]:
 
 
 def listing_of(tree: Path, out: Path) -> int:
-    """Write 'relpath<TAB>size' of every file under tree (the floor's input); return the count."""
-    count = 0
+    """Write 'relpath<TAB>size' of every file under tree (the floor's input) in the order the files
+    were created (inode numbers grow with creation on ext4/xfs/tmpfs; creation order decides how
+    much of the disk the directory updates touch). Return the number of files."""
+    entries = []
+    for folder, _, names in os.walk(tree):
+        for name in names:
+            path = os.path.join(folder, name)
+            info = os.stat(path)
+            entries.append((info.st_ino, os.path.relpath(path, tree), info.st_size))
     with open(out, "w") as handle:
-        for folder, _, names in os.walk(tree):
-            for name in names:
-                path = os.path.join(folder, name)
-                handle.write(f"{os.path.relpath(path, tree)}\t{os.path.getsize(path)}\n")
-                count += 1
-    return count
+        for _, relpath, size in sorted(entries):
+            handle.write(f"{relpath}\t{size}\n")
+    return len(entries)
 
 
 def bench_size(points: int, rounds: int, work: Path, maestrowf: Optional[Path]) -> List[Dict]:
@@ -124,6 +129,9 @@ def bench_size(points: int, rounds: int, work: Path, maestrowf: Optional[Path]) 
     programs = {
         "maestro_compile": lambda out: [sys.executable, "-m", "maestro_compile", "compile", str(spec),
                                         "-o", str(out), "--max-array-size", "100001"],
+        "maestro_compile, 1 process": lambda out: ["env", "MAESTRO_COMPILE_WORKERS=1", sys.executable, "-m",
+                                                   "maestro_compile", "compile", str(spec), "-o", str(out),
+                                                   "--max-array-size", "100001"],
         "floor": lambda out: [sys.executable, "-c", FLOOR, str(listing), str(out)],
     }
     if maestrowf:
@@ -141,7 +149,7 @@ def bench_size(points: int, rounds: int, work: Path, maestrowf: Optional[Path]) 
         for name in names:
             out = work / f"out_{name}_{points}"
             results[name].append(measure(programs[name](out), work))
-            if name == "maestro_compile" and round_no == 0:
+            if name == "maestro_compile" and round_no == 0:   # (first in round 1, see above)
                 files = listing_of(out, listing)
             shutil.rmtree(out)
             print(f"{points} points, round {round_no + 1}: {name} {results[name][-1][0]:.2f} s, "

@@ -65,8 +65,16 @@ def write_files(stage: Path, rendered: Rendered, copies: Mapping[str, Path],
         raise CompileError(f"cannot write the study directory: {exc}") from None
 
 
+def worker_count() -> int:
+    """MAESTRO_COMPILE_WORKERS if set (1: no worker processes), else a few of our usable cores."""
+    chosen = os.environ.get("MAESTRO_COMPILE_WORKERS", "").strip()
+    if chosen.isdigit() and int(chosen) > 0:
+        return int(chosen)
+    return min(MAX_WORKERS, _usable_cores())
+
+
 def _write_slices(root: str, rendered: Rendered, slices: List[Tuple[int, int]]) -> Iterator[int]:
-    workers = min(MAX_WORKERS, _usable_cores())
+    workers = worker_count()
     if workers < 2 or rendered.node_count < PARALLEL_FROM or "fork" not in mp.get_all_start_methods():
         for start, stop in slices:
             yield _write_all(root, rendered.node_files(start, stop))

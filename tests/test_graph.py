@@ -21,6 +21,7 @@ import pytest
 
 from maestro_compile import graph as graph_module
 from maestro_compile.cli import main
+from test_cli import BAD   # a spec with two problems
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -85,18 +86,6 @@ global.parameters:
         values: [VALUES]
         label: V.%%
 """.replace("VALUES", ", ".join(json.dumps(v) for v in HOSTILE_VALUES))
-
-BAD = """
-description:
-    name: bad
-    description: two problems
-study:
-    - name: s
-      description: d
-      run:
-          cmd: ""
-          nodes: two
-"""
 
 
 def write(path: Path, text: str) -> Path:

@@ -181,3 +181,13 @@ def test_failed_submission_reports_its_output(tmp_path):
     (tmp_path / "submit.sh").write_text("echo partial; echo 'sbatch: error: no partition' >&2; exit 1\n")
     with pytest.raises(SubmitError, match="no partition"):
         LocalBackend().run_submit_script(tmp_path, nodes=3)
+
+
+def test_worker_count_follows_the_environment(monkeypatch):
+    monkeypatch.setattr(emit, "_usable_cores", lambda: 8)
+    monkeypatch.delenv("MAESTRO_COMPILE_WORKERS", raising=False)
+    assert emit.worker_count() == emit.MAX_WORKERS
+    monkeypatch.setenv("MAESTRO_COMPILE_WORKERS", "1")
+    assert emit.worker_count() == 1
+    monkeypatch.setenv("MAESTRO_COMPILE_WORKERS", "junk")
+    assert emit.worker_count() == emit.MAX_WORKERS
