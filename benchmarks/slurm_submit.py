@@ -148,11 +148,18 @@ def sweep_benchmark(work: Path, points: int) -> List[str]:
         (shim / command).write_text(f'#!/bin/bash\necho x >> "{work / command}.calls"\nexec "{real}" "$@"\n')
         (shim / command).chmod(0o755)
     env = dict(os.environ, PATH=f"{shim}{os.pathsep}{os.environ['PATH']}")
-    start = time.time()
-    maestro("submit", str(study), env=env)
-    submit_seconds = time.time() - start
-    queued = status_row(study, env, work, "queued")
-    maestro("cancel", str(study))
+    # Nothing may run during the measurement: on this machine the jobs would share the 2 cores
+    # with `maestro status` (on a cluster they run elsewhere). The nodes are drained meanwhile.
+    nodes = subprocess.run(["sinfo", "-h", "-o", "%N"], capture_output=True, text=True).stdout.strip()
+    subprocess.run(["scontrol", "update", f"NodeName={nodes}", "State=DRAIN", "Reason=benchmark"], check=True)
+    try:
+        start = time.time()
+        maestro("submit", str(study), env=env)
+        submit_seconds = time.time() - start
+        queued = status_row(study, env, work, "queued (nothing running)")
+        maestro("cancel", str(study))
+    finally:
+        subprocess.run(["scontrol", "update", f"NodeName={nodes}", "State=RESUME"], check=True)
     time.sleep(2)   # let accounting record the cancellation
     cancelled = status_row(study, env, work, "cancelled")
     nodes = len((study / "jobs.tsv").read_text().splitlines())

@@ -161,10 +161,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backend_of(study_dir: Path):
-    return get_backend(load_manifest(study_dir)["backend"])
-
-
 def cmd_submit(args: argparse.Namespace) -> int:
     study_dir = args.study_dir.resolve()
     manifest = load_manifest(study_dir)
@@ -175,7 +171,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    rows, runtime = collect(args.study_dir, _backend_of(args.study_dir))
+    rows, runtime = collect(args.study_dir)
     if args.csv == "-":
         sys.stdout.write(format_csv(rows))
         return 0

@@ -88,10 +88,15 @@ def read_ledger(study_dir: Path) -> Dict[str, Tuple[float, str, int]]:
     return entries
 
 
-def collect(study_dir: Path, backend) -> Tuple[List[NodeStatus], Dict[str, Any]]:
-    """Every node's status, in the manifest's (topological) order, and the backend's runtime facts."""
+def collect(study_dir: Path, backend=None,
+            manifest: Optional[Mapping[str, Any]] = None) -> Tuple[List[NodeStatus], Dict[str, Any]]:
+    """Every node's status, in the manifest's (topological) order, and the backend's runtime facts.
+    The backend defaults to the manifest's; pass a manifest already read to spare reading it again."""
     study_dir = Path(study_dir).resolve()
-    manifest = load_manifest(study_dir)
+    manifest = manifest or load_manifest(study_dir)
+    if backend is None:
+        from .backends import get_backend   # here: the backends import this module
+        backend = get_backend(manifest["backend"])
     runtime = backend.runtime_state(study_dir, manifest)
     ledger = read_ledger(study_dir)
     rows = []
