@@ -16,11 +16,12 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-import time
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import pytest
+
+import helpers
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -109,14 +110,7 @@ class Scheduler:
 
 def wait_until(predicate: Callable[[], object], what: str, timeout: float = DEADLINE,
                detail: Callable[[], str] = lambda: ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{detail()}")
-        time.sleep(0.25)
+    return helpers.wait_until(predicate, what, timeout, detail=detail)
 
 
 def describe(nodes: Mapping[str, dict]) -> str:

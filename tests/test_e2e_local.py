@@ -18,12 +18,13 @@ import signal
 import subprocess
 import sys
 import tarfile
-import textwrap
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import pytest
+
+import helpers
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -56,15 +57,7 @@ def states(study: Path) -> Dict[str, str]:
 
 
 def wait_until(predicate: Callable[[], object], what: str, timeout: float = DEADLINE, interval: float = 0.05):
-    """Poll ``predicate`` until it returns something truthy (returned) or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    return helpers.wait_until(predicate, what, timeout, interval)
 
 
 def wait_for_state(study: Path, node: str, state: str) -> Dict[str, dict]:
@@ -146,12 +139,7 @@ class Studies:
         self.dirs: List[Path] = []
 
     def spec(self, name: str, body: str) -> Path:
-        folder = self.root / "spec"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"{name}.yaml"
-        path.write_text(f"description:\n  name: {name}\n  description: test study {name}\n"
-                        + textwrap.dedent(body))
-        return path
+        return helpers.write_study_spec(self.root, name, body)
 
     def release(self, gate: str) -> None:
         (self.root / "spec" / gate).touch()

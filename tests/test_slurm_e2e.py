@@ -19,13 +19,13 @@ import re
 import subprocess
 import sys
 import tarfile
-import textwrap
-import time
 import uuid
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import pytest
+
+import helpers
 
 pytestmark = pytest.mark.slurm
 
@@ -70,15 +70,7 @@ def describe(nodes: Mapping[str, dict]) -> str:
 
 def wait_until(predicate: Callable[[], object], what: str, timeout: float = DEADLINE,
                interval: float = 0.25, detail: Callable[[], str] = lambda: ""):
-    """Poll ``predicate`` until it returns something truthy (returned) or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{detail()}")
-        time.sleep(interval)
+    return helpers.wait_until(predicate, what, timeout, interval, detail)
 
 
 def wait_for_states(study: Path, expected: Mapping[str, str], timeout: float = DEADLINE) -> Dict[str, dict]:
@@ -191,12 +183,7 @@ class Studies:
         self.dirs: List[Path] = []
 
     def spec(self, name: str, body: str) -> Path:
-        folder = self.root / "spec"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"{name}.yaml"
-        path.write_text(f"description:\n  name: {name}\n  description: test study {name}\n"
-                        + textwrap.dedent(body))
-        return path
+        return helpers.write_study_spec(self.root, name, body)
 
     def out(self, name: str = "study") -> Path:
         study = self.root / name
