@@ -101,6 +101,9 @@ def collect(study_dir: Path, backend=None,
     ledger = read_ledger(study_dir)
     rows = []
     root = str(study_dir)
+    # the states found so far: parents come first (topological order), so a node's reason can
+    # name a failed ancestor even when the scheduler's accounting has not recorded the failure yet
+    states: Dict[str, str] = runtime.setdefault("states", {})
     for name, info in manifest["nodes"].items():
         markers = read_markers(os.path.join(root, info["log"] + ".status"))
         row = NodeStatus(name=name, step=info["step"], workspace=info["workspace"], params=dict(info["params"]))
@@ -115,7 +118,9 @@ def collect(study_dir: Path, backend=None,
         if "EXIT_CODE" in markers:
             row.exit_code = int(markers["EXIT_CODE"])
         row.state, row.reason = backend.node_state(name, markers, name in ledger, runtime)
+        states[name] = row.state
         rows.append(row)
+    del runtime["states"]   # only for the loop; not part of what status reports
     return rows, runtime
 
 

@@ -173,3 +173,15 @@ def test_unknown_batch_type_points_at_its_line(tmp_path, capsys):
                     "study: [{name: a, description: d, run: {cmd: echo}}]\n")
     assert main(["validate", str(spec)]) == 1
     assert capsys.readouterr().err.startswith(f"error: {spec}:3: batch.type: unknown scheduler 'pbs'")
+
+
+def test_cancelled_reason_names_an_ancestor_failed_by_its_markers_before_accounting_knows():
+    """Accounting can record a dependent's cancellation before its parent's failure; the reason
+    must follow the parent's state as status shows it (from its markers)."""
+    backend = SlurmBackend()
+    runtime = {"submitted_at": 1.0, "cancelled": False,
+               "jobs": {"work": ("RUNNING", "None", "0:0"), "report": ("CANCELLED", "None", "0:0")},
+               "parents": {"work": [], "report": ["work"]}}
+    assert backend.node_state("report", {}, True, runtime) == ("CANCELLED", "")
+    runtime["states"] = {"work": "FAILED"}
+    assert backend.node_state("report", {}, True, runtime) == ("CANCELLED", "ancestor work failed")

@@ -356,8 +356,9 @@ class ScheduledBackend(Backend):
                 continue
             seen.add(node)
             native = runtime["jobs"].get(node)
-            if native and self.native_state(native) in ANCESTOR_FAILURES:
-                return node
+            if runtime.get("states", {}).get(node) in ANCESTOR_FAILURES or \
+                    (native and self.native_state(native) in ANCESTOR_FAILURES):
+                return node   # failed as status shows it (markers count), or as the scheduler says
             queue.extend(parents.get(node, ()))
         return None
 
