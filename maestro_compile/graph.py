@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
-from .backends import get_backend
 from .compile import build_study
 from .errors import MaestroCompileError, SchedulerCommandError
 from .model import Study
@@ -99,7 +98,7 @@ def from_directory(study_dir: Path, with_status: bool = True) -> Dag:
     dag = Dag(name=str(manifest.get("name", Path(study_dir).name)), steps=steps, nodes=nodes)
     if with_status and _submitted(Path(study_dir), manifest):
         try:
-            rows, _ = collect(study_dir, get_backend(manifest["backend"]))
+            rows, _ = collect(study_dir, manifest=manifest)
         except SchedulerCommandError as exc:
             raise GraphError(f"{exc}\n(use --no-status to draw the study without its states)") from None
         dag.states = {row.name: row.state for row in rows}

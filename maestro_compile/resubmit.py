@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Sequence, Set, Tuple
@@ -53,7 +52,7 @@ def resubmit(study_dir: Path, only: Sequence[str] = (), dry: bool = False, jobs:
               "node_count": len(selection.names), "counts": _counts(selection), "jobs_limit": jobs,
               "logs": [manifest["nodes"][name]["log"] for name in selection.names]}
     _write_new(path, backend.render_resubmit(study_dir, manifest, selection.names, layout))
-    output = _run(path, study_dir)
+    output = backend.run_script(path, study_dir)
     return f"{describe(selection, manifest)}\n{output}\nthe resubmission script is {path}"
 
 
@@ -200,12 +199,3 @@ def _write_new(path: Path, text: str) -> None:
         raise SubmitError(f"{path} appeared meanwhile: another resubmission is running") from None
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
-
-
-def _run(path: Path, study_dir: Path) -> str:
-    result = subprocess.run(["bash", str(path)], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                            cwd=str(study_dir))
-    if result.returncode != 0:
-        raise SubmitError((result.stderr.strip() + "\n" + result.stdout.strip()).strip()
-                          or f"{path.name} exited {result.returncode}")
-    return result.stdout.strip()

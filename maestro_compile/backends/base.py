@@ -61,12 +61,22 @@ def launcher_location(study: Study, node: Node, key: str) -> str:
     return f"{study.spec.raw.where(path)}: study[{index}].run.{key}: "
 
 
-def _lines(path: Path) -> int:
-    try:
-        with open(path, "rb") as handle:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 16), b""))
-    except OSError:
-        return 0
+class _LineCounter:
+    """Lines in a file that only grows, reading each byte once however often it is asked."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset, self.lines = path, 0, 0
+
+    def count(self) -> int:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                new = handle.read()
+        except OSError:
+            return self.lines
+        self.offset += len(new)
+        self.lines += new.count(b"\n")
+        return self.lines
 
 
 def _read(handle) -> str:
@@ -125,11 +135,17 @@ class Backend(abc.ABC):
         """Submit the study; return a short summary for the user."""
 
     def run_submit_script(self, study_dir: Path, *args: str, nodes: int = 0) -> str:
-        """Run the study's submit.sh (the plain-bash product) and return what it printed.
+        """Run the study's submit.sh (the plain-bash product) and return what it printed."""
+        return self.run_script(study_dir / "submit.sh", study_dir, *args, nodes=nodes)
 
-        On a terminal, a progress line counts the ``nodes`` already in the ledger (submit.sh
-        appends each job id the moment it is known)."""
-        argv = ["bash", str(study_dir / "submit.sh"), *args]
+    def run_script(self, script: Path, study_dir: Path, *args: str, nodes: int = 0) -> str:
+        """Run a submission script of the study (submit.sh, .maestro/resubmit-K.sh) in the study
+        directory and return what it printed; a failure raises SubmitError with its output.
+
+        With ``nodes``, a progress line on a terminal counts the lines the script appends to the
+        ledger (each job id is recorded the moment it is known)."""
+        argv = ["bash", str(script), *args]
+        ledger = _LineCounter(study_dir / "jobs.tsv")
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
                 Progress("nodes queued") as progress:
             child = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=str(study_dir))
@@ -139,11 +155,11 @@ class Backend(abc.ABC):
                     break
                 except subprocess.TimeoutExpired:
                     if nodes and progress.enabled:
-                        progress(_lines(study_dir / "jobs.tsv"), nodes)
+                        progress(ledger.count(), nodes)
             stdout, stderr = (_read(handle) for handle in (out, err))
         if child.returncode != 0:
             raise SubmitError((stderr.strip() + "\n" + stdout.strip()).strip()
-                              or f"submit.sh exited {child.returncode}")
+                              or f"{script.name} exited {child.returncode}")
         return stdout.strip()
 
     @abc.abstractmethod

@@ -67,14 +67,7 @@ def read_directives(script: Path, prefix: str) -> List[str]:
         lines = script.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise SubmitError(f"cannot read the node script {script}: {exc.strerror}") from None
-    found = []
-    for line in lines[1:]:                      # after the shebang
-        text = line.strip()
-        if text.startswith(prefix + " "):
-            found.append(text[len(prefix):].strip())
-        elif text and not text.startswith("#"):
-            break
-    return found
+    return split_user_directives("\n".join(lines[1:]), prefix)[0]   # the same rule as in a cmd; after the shebang
 
 
 def directive_value(value: Any) -> str:
@@ -216,13 +209,18 @@ class ScheduledBackend(Backend):
                             "args": self.submit_args(study, job, script), "root": job.root,
                             "array": job.array, "nodes": [n.name for n in job.nodes],
                             **self.job_extra(study, job)})
-        return render_template(f"{self.name}/submit.sh.j2", study_name=study.spec.name, jobs=entries,
-                               scheduler=self.scheduler, submit_command=self.submit_command,
-                               cancel_command=self.cancel_command,
-                               first_task=self.first_task, array_count=sum(1 for j in jobs if j.array),
-                               node_count=len(study.nodes),
-                               largest_array=max((len(j.nodes) for j in jobs if j.array), default=0),
-                               **self.submit_context(study))
+        return self._render_submit_template(entries, study_name=study.spec.name,
+                                            array_count=sum(1 for j in jobs if j.array),
+                                            node_count=len(study.nodes),
+                                            largest_array=max((len(j.nodes) for j in jobs if j.array), default=0),
+                                            **self.submit_context(study))
+
+    def _render_submit_template(self, entries: List[Dict[str, Any]], **values: Any) -> str:
+        """templates/<name>/submit.sh.j2 for these job entries: submit.sh, or with
+        layout=base/resubmit.sh.j2 a resubmission script."""
+        return render_template(f"{self.name}/submit.sh.j2", jobs=entries, scheduler=self.scheduler,
+                               submit_command=self.submit_command, cancel_command=self.cancel_command,
+                               first_task=self.first_task, **values)
 
     def submit_context(self, study: Study) -> Dict[str, Any]:
         """Extra values for the backend's submit.sh.j2."""
@@ -267,10 +265,8 @@ class ScheduledBackend(Backend):
             entries.append({"var": f"J{i}", "label": name, "comment": f"J{i} = node {name}; waits for: {waits}",
                             "args": args, "root": not parents, "array": False, "nodes": [name],
                             **self.resubmit_job_extra(manifest, name)})
-        return render_template(f"{self.name}/submit.sh.j2", layout="base/resubmit.sh.j2", jobs=entries,
-                               scheduler=self.scheduler, submit_command=self.submit_command,
-                               cancel_command=self.cancel_command, first_task=self.first_task,
-                               array_count=0, largest_array=0, **self.resubmit_context(manifest), **layout)
+        return self._render_submit_template(entries, layout="base/resubmit.sh.j2", array_count=0, largest_array=0,
+                                            **self.resubmit_context(manifest), **layout)
 
     def _check_length(self, name: str, args: Sequence[str], parents: int) -> None:
         """Refuse, before anything is written, a submission line the system could not run: a node
