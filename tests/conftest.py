@@ -30,3 +30,15 @@ def slurm_cluster():
     yield
     if not already_up:
         _cluster("down", 120)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="tests/test_golden.py: rewrite the golden study directories under tests/golden/ "
+                          "from the current code instead of comparing (also: MAESTRO_UPDATE_GOLDEN=1)")
+
+
+@pytest.fixture(scope="session")
+def update_golden(request) -> bool:
+    """True when the golden files are to be rewritten (--update-golden or MAESTRO_UPDATE_GOLDEN=1)."""
+    return bool(request.config.getoption("--update-golden")) or os.environ.get("MAESTRO_UPDATE_GOLDEN") == "1"

@@ -1,0 +1,38 @@
+#!/bin/bash
+#SBATCH --job-name="generate"
+#SBATCH --output=generate.out
+#SBATCH --error=generate.err
+#SBATCH --comment="Create a few text files to archive."
+# maestro_compile: step 'generate' of study 'build_archive'
+# node: generate
+# Submit it by hand with:  sbatch -D @STUDY@/generate ./generate.slurm.sh
+
+# --- status markers for `maestro status` (KEY=VALUE lines); not part of the step's command ---
+MAESTRO_STATUS_FILE=@STUDY@/generate/generate.status
+_mc_mark() { printf '%s=%s\n' "$1" "$2" >> "$MAESTRO_STATUS_FILE"; }
+_mc_finish() {
+    local rc=$?
+    trap - EXIT
+    _mc_mark END "$(date +%s)"
+    _mc_mark EXIT_CODE "$rc"
+    exit "$rc"
+}
+_mc_mark START "$(date +%s)"
+_mc_mark HOST "${HOSTNAME:-unknown}"
+_mc_mark JOB_ID "$([ -n "${SLURM_ARRAY_JOB_ID:-}" ] && echo "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}" || echo "${SLURM_JOB_ID:-$$}")"
+trap _mc_finish EXIT
+trap '_mc_mark SIGNAL TERM; exit 143' TERM
+trap '_mc_mark SIGNAL INT; exit 130' INT
+cd @STUDY@/generate || exit 1
+
+# --- the step's command, verbatim from the spec; a subshell keeps its own exit and traps inside ---
+(
+mkdir -p files
+for i in $(seq 1 3); do
+    for line in $(seq 1 200); do
+        echo "file $i, line $line: the quick brown fox jumps over the lazy dog"
+    done > files/file_$i.txt
+done
+ls files > manifest.txt
+)
+

@@ -1,0 +1,33 @@
+#!/bin/bash
+# flux: --job-name=bye_world_GREETING.Hey.NAME.Michael
+# flux: --output=bye_world_GREETING.Hey.NAME.Michael.out
+# flux: --error=bye_world_GREETING.Hey.NAME.Michael.err
+# flux: -n 1
+# maestro_compile: step 'bye_world' of study 'hello_bye_world'
+# node: bye_world_GREETING.Hey.NAME.Michael
+# Submit it by hand with:  flux submit --job-name=bye_world_GREETING.Hey.NAME.Michael --output=bye_world_GREETING.Hey.NAME.Michael.out --error=bye_world_GREETING.Hey.NAME.Michael.err -n 1 --cwd=@STUDY@/bye_world/GREETING.Hey.NAME.Michael ./bye_world_GREETING.Hey.NAME.Michael.flux.sh
+# (flux submit does not read the "# flux:" lines above; they are repeated on its command line)
+
+# --- status markers for `maestro status` (KEY=VALUE lines); not part of the step's command ---
+MAESTRO_STATUS_FILE=@STUDY@/bye_world/GREETING.Hey.NAME.Michael/bye_world_GREETING.Hey.NAME.Michael.status
+_mc_mark() { printf '%s=%s\n' "$1" "$2" >> "$MAESTRO_STATUS_FILE"; }
+_mc_finish() {
+    local rc=$?
+    trap - EXIT
+    _mc_mark END "$(date +%s)"
+    _mc_mark EXIT_CODE "$rc"
+    exit "$rc"
+}
+_mc_mark START "$(date +%s)"
+_mc_mark HOST "${HOSTNAME:-unknown}"
+_mc_mark JOB_ID "${FLUX_JOB_ID:-${FLUX_ENCLOSING_ID:-$$}}"
+trap _mc_finish EXIT
+trap '_mc_mark SIGNAL TERM; exit 143' TERM
+trap '_mc_mark SIGNAL INT; exit 130' INT
+cd @STUDY@/bye_world/GREETING.Hey.NAME.Michael || exit 1
+
+# --- the step's command, verbatim from the spec; a subshell keeps its own exit and traps inside ---
+(
+echo "Bye, World!" > bye.txt
+)
+

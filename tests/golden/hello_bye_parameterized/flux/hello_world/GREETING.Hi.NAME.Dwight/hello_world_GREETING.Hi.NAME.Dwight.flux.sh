@@ -1,0 +1,33 @@
+#!/bin/bash
+# flux: --job-name=hello_world_GREETING.Hi.NAME.Dwight
+# flux: --output=hello_world_GREETING.Hi.NAME.Dwight.out
+# flux: --error=hello_world_GREETING.Hi.NAME.Dwight.err
+# flux: -n 1
+# maestro_compile: step 'hello_world' of study 'hello_bye_world'
+# node: hello_world_GREETING.Hi.NAME.Dwight
+# Submit it by hand with:  flux submit --job-name=hello_world_GREETING.Hi.NAME.Dwight --output=hello_world_GREETING.Hi.NAME.Dwight.out --error=hello_world_GREETING.Hi.NAME.Dwight.err -n 1 --cwd=@STUDY@/hello_world/GREETING.Hi.NAME.Dwight ./hello_world_GREETING.Hi.NAME.Dwight.flux.sh
+# (flux submit does not read the "# flux:" lines above; they are repeated on its command line)
+
+# --- status markers for `maestro status` (KEY=VALUE lines); not part of the step's command ---
+MAESTRO_STATUS_FILE=@STUDY@/hello_world/GREETING.Hi.NAME.Dwight/hello_world_GREETING.Hi.NAME.Dwight.status
+_mc_mark() { printf '%s=%s\n' "$1" "$2" >> "$MAESTRO_STATUS_FILE"; }
+_mc_finish() {
+    local rc=$?
+    trap - EXIT
+    _mc_mark END "$(date +%s)"
+    _mc_mark EXIT_CODE "$rc"
+    exit "$rc"
+}
+_mc_mark START "$(date +%s)"
+_mc_mark HOST "${HOSTNAME:-unknown}"
+_mc_mark JOB_ID "${FLUX_JOB_ID:-${FLUX_ENCLOSING_ID:-$$}}"
+trap _mc_finish EXIT
+trap '_mc_mark SIGNAL TERM; exit 143' TERM
+trap '_mc_mark SIGNAL INT; exit 130' INT
+cd @STUDY@/hello_world/GREETING.Hi.NAME.Dwight || exit 1
+
+# --- the step's command, verbatim from the spec; a subshell keeps its own exit and traps inside ---
+(
+echo "Hi, Dwight!" > Hi_Dwight.txt
+)
+

@@ -1,0 +1,302 @@
+#!/bin/bash
+# maestro_compile: runs study 'hello_bye_world' on this machine, with no scheduler.
+# Every step runs in dependency order, up to JOBS steps at a time; a failed step's descendants
+# are not run. Plain bash: no Python is needed to run it.
+#
+#   ./submit.sh                start in the background (own session, survives logout), return
+#   ./submit.sh --foreground   run here and wait until the study ends
+#   ./submit.sh --jobs N       run at most N steps at once (default: number of cores)
+#   ./submit.sh --nodes FILE   run again only the nodes named in FILE (one per line) of a study
+#                              submitted before; every other node counts as done (maestro resubmit)
+#
+# Every step writes KEY=VALUE markers to <workspace>/<name>.status; `maestro status` reads them.
+set -u
+
+STUDY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+STATE_DIR="$STUDY_DIR/.maestro"
+LEDGER="$STUDY_DIR/jobs.tsv"
+
+# --- the plan: one entry per node, in an order where parents come first ---
+NODES=(
+    hello_world_GREETING.Hello.NAME.Pam
+    hello_world_GREETING.Ciao.NAME.Jim
+    hello_world_GREETING.Hey.NAME.Michael
+    hello_world_GREETING.Hi.NAME.Dwight
+    bye_world_GREETING.Hello.NAME.Pam
+    bye_world_GREETING.Ciao.NAME.Jim
+    bye_world_GREETING.Hey.NAME.Michael
+    bye_world_GREETING.Hi.NAME.Dwight
+)
+SCRIPTS=(
+    hello_world/GREETING.Hello.NAME.Pam/hello_world_GREETING.Hello.NAME.Pam.sh
+    hello_world/GREETING.Ciao.NAME.Jim/hello_world_GREETING.Ciao.NAME.Jim.sh
+    hello_world/GREETING.Hey.NAME.Michael/hello_world_GREETING.Hey.NAME.Michael.sh
+    hello_world/GREETING.Hi.NAME.Dwight/hello_world_GREETING.Hi.NAME.Dwight.sh
+    bye_world/GREETING.Hello.NAME.Pam/bye_world_GREETING.Hello.NAME.Pam.sh
+    bye_world/GREETING.Ciao.NAME.Jim/bye_world_GREETING.Ciao.NAME.Jim.sh
+    bye_world/GREETING.Hey.NAME.Michael/bye_world_GREETING.Hey.NAME.Michael.sh
+    bye_world/GREETING.Hi.NAME.Dwight/bye_world_GREETING.Hi.NAME.Dwight.sh
+)
+WORKSPACES=(
+    hello_world/GREETING.Hello.NAME.Pam
+    hello_world/GREETING.Ciao.NAME.Jim
+    hello_world/GREETING.Hey.NAME.Michael
+    hello_world/GREETING.Hi.NAME.Dwight
+    bye_world/GREETING.Hello.NAME.Pam
+    bye_world/GREETING.Ciao.NAME.Jim
+    bye_world/GREETING.Hey.NAME.Michael
+    bye_world/GREETING.Hi.NAME.Dwight
+)
+# output, error and status files are LOGS[i].out, .err and .status
+LOGS=(
+    hello_world/GREETING.Hello.NAME.Pam/hello_world_GREETING.Hello.NAME.Pam
+    hello_world/GREETING.Ciao.NAME.Jim/hello_world_GREETING.Ciao.NAME.Jim
+    hello_world/GREETING.Hey.NAME.Michael/hello_world_GREETING.Hey.NAME.Michael
+    hello_world/GREETING.Hi.NAME.Dwight/hello_world_GREETING.Hi.NAME.Dwight
+    bye_world/GREETING.Hello.NAME.Pam/bye_world_GREETING.Hello.NAME.Pam
+    bye_world/GREETING.Ciao.NAME.Jim/bye_world_GREETING.Ciao.NAME.Jim
+    bye_world/GREETING.Hey.NAME.Michael/bye_world_GREETING.Hey.NAME.Michael
+    bye_world/GREETING.Hi.NAME.Dwight/bye_world_GREETING.Hi.NAME.Dwight
+)
+# indices of each node's parents and children
+PARENTS=(
+    ""
+    ""
+    ""
+    ""
+    "0"
+    "1"
+    "2"
+    "3"
+)
+CHILDREN=(
+    "4"
+    "5"
+    "6"
+    "7"
+    ""
+    ""
+    ""
+    ""
+)
+
+usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+JOBS=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+FOREGROUND=0
+LOCKED=0
+NODES_FILE=""
+while (( $# )); do
+    case $1 in
+        --foreground) FOREGROUND=1 ;;
+        --jobs) JOBS=${2:-}; shift ;;
+        --jobs=*) JOBS=${1#--jobs=} ;;
+        --locked) LOCKED=1 ;;   # internal: the lock was taken by the process that detached us
+        --nodes) NODES_FILE=${2:-}; shift ;;
+        --nodes=*) NODES_FILE=${1#--nodes=} ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "submit.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if ! [[ $JOBS =~ ^[1-9][0-9]*$ ]]; then
+    echo "submit.sh: --jobs needs a whole number >= 1, got '$JOBS'" >&2
+    exit 2
+fi
+if [[ -n $NODES_FILE && ! -r $NODES_FILE ]]; then
+    echo "submit.sh: --nodes: cannot read '$NODES_FILE'" >&2
+    exit 2
+fi
+
+# A study runs once: the first submit creates .maestro/submitted atomically (noclobber).
+take_lock() {
+    mkdir -p "$STATE_DIR" || exit 1
+    if ! ( set -o noclobber; echo "$(date +%s) $$" > "$STATE_DIR/submitted" ) 2>/dev/null; then
+        echo "submit.sh: study $STUDY_DIR was already submitted (see $STATE_DIR/submitted); a study is not run twice" >&2
+        exit 1
+    fi
+}
+
+# A run of some nodes again (--nodes) needs the study's first run to have been submitted.
+check_submitted() {
+    if [[ ! -e $STATE_DIR/submitted ]]; then
+        echo "submit.sh: --nodes runs nodes of a study again, but $STUDY_DIR was never submitted" >&2
+        exit 1
+    fi
+}
+
+# select_nodes FILE: SELECTED[i]=1 for every node named in FILE (one name per line)
+select_nodes() {
+    local -A index=()
+    local i name
+    for i in "${!NODES[@]}"; do
+        index[${NODES[i]}]=$i
+    done
+    SELECTED=()
+    while IFS= read -r name || [[ -n $name ]]; do
+        [[ -n $name ]] || continue
+        if [[ -z ${index[$name]+set} ]]; then
+            echo "submit.sh: --nodes $1: there is no node '$name' in this study" >&2
+            return 1
+        fi
+        SELECTED[${index[$name]}]=1
+    done < "$1"
+}
+
+detach() {
+    local old_pid="" pid="" child try tries=100
+    if [[ -n $NODES_FILE ]]; then
+        check_submitted
+        select_nodes "$NODES_FILE" || exit 2   # here, so that a bad list is reported to the caller
+        old_pid=$(cat "$STATE_DIR/runner.pid" 2>/dev/null)
+        tries=600
+    else
+        take_lock
+    fi
+    local runner=(bash "${BASH_SOURCE[0]}" --foreground --locked --jobs "$JOBS")
+    [[ -n $NODES_FILE ]] && runner+=(--nodes "$NODES_FILE")
+    if command -v setsid >/dev/null; then
+        setsid "${runner[@]}" </dev/null >>"$STATE_DIR/runner.log" 2>&1 &
+    else
+        nohup "${runner[@]}" </dev/null >>"$STATE_DIR/runner.log" 2>&1 &
+    fi
+    child=$!
+    for (( try = 0; try < tries; try++ )); do
+        pid=$(cat "$STATE_DIR/runner.pid" 2>/dev/null)
+        [[ -n $pid && $pid != "$old_pid" ]] && break
+        pid=""
+        sleep 0.05
+    done
+    if [[ -n $NODES_FILE ]]; then
+        if [[ -z $pid ]]; then   # a runner that starts later must not run behind our caller's back
+            kill "$child" 2>/dev/null
+            echo "submit.sh: the runner did not start (see $STATE_DIR/runner.log)" >&2
+            exit 1
+        fi
+        echo "started ${#SELECTED[@]} of the study's ${#NODES[@]} step(s) again in the background (runner pid $pid, up to $JOBS at a time)"
+        return
+    fi
+    echo "started ${#NODES[@]} step(s) in the background (runner pid ${pid:-?}, up to $JOBS at a time)"
+}
+
+mark() {  # mark NODE_INDEX KEY VALUE: append a marker on the node's behalf
+    printf '%s=%s\n' "$2" "$3" >> "$STUDY_DIR/${LOGS[$1]}.status"
+}
+
+start_node() {
+    local i=$1
+    {
+        ( cd "$STUDY_DIR/${WORKSPACES[i]}" &&
+          exec "$STUDY_DIR/${SCRIPTS[i]}" >"$STUDY_DIR/${LOGS[i]}.out" 2>"$STUDY_DIR/${LOGS[i]}.err" 3>&- )
+        echo "$i $?" >&3
+    } &
+    PID[i]=$!
+    STATE[i]=R
+    (( running += 1 ))
+    printf '%s\t%s\t%s\n' "$(date +%s)" "${NODES[i]}" "$!" >> "$LEDGER"
+}
+
+skip_descendants() {  # a failed node: none of its descendants may run
+    local failed=$1 queue=(${CHILDREN[$1]}) head=0 c
+    while (( head < ${#queue[@]} )); do
+        c=${queue[head]}
+        (( head += 1 ))
+        [[ ${STATE[c]} == W ]] || continue
+        STATE[c]=S
+        (( remaining -= 1 ))
+        mark "$c" SKIPPED "$(date +%s)"
+        mark "$c" REASON "ancestor ${NODES[failed]} failed"
+        queue+=(${CHILDREN[c]})
+    done
+}
+
+finish_node() {
+    local i=$1 rc=$2 c
+    (( running -= 1, remaining -= 1 ))
+    if (( rc == 0 )); then
+        STATE[i]=D
+        for c in ${CHILDREN[i]}; do
+            [[ ${STATE[c]} == W ]] || continue
+            (( WAITING_ON[c] -= 1 ))
+            (( WAITING_ON[c] == 0 )) && READY+=("$c")
+        done
+    else
+        STATE[i]=F
+        skip_descendants "$i"
+    fi
+}
+
+cancel() {  # TERM/INT/HUP: stop the running steps, do not start the others
+    trap '' TERM INT HUP
+    echo "$(date +%s)" > "$STATE_DIR/cancelled"
+    local i
+    for i in "${!STATE[@]}"; do
+        [[ ${STATE[i]} == W ]] && mark "$i" CANCELLED "$(date +%s)"
+    done
+    # our own process group holds every step we started (setsid made us its leader)
+    if [[ $(ps -o pgid= $$ 2>/dev/null | tr -d ' ') == "$$" ]]; then
+        kill -TERM -- -$$ 2>/dev/null
+    else
+        for i in "${!PID[@]}"; do pkill -TERM -P "${PID[i]}" 2>/dev/null; kill -TERM "${PID[i]}" 2>/dev/null; done
+    fi
+    wait
+    echo "$(date +%s) cancelled" > "$STATE_DIR/runner.done"
+    exit 143
+}
+
+run_dag() {
+    if [[ -n $NODES_FILE ]]; then
+        check_submitted
+        # which nodes this runner runs: status does not take the others for pending
+        cp "$NODES_FILE" "$STATE_DIR/runner.nodes" || exit 1
+    else
+        [[ $LOCKED == 1 ]] || take_lock
+    fi
+    echo $$ > "$STATE_DIR/runner.pid"
+    local n=${#NODES[@]} i p idx rc head=0 fifo="$STATE_DIR/runner.fifo"
+    STATE=() WAITING_ON=() PID=() READY=() SELECTED=()
+    [[ -z $NODES_FILE ]] || select_nodes "$NODES_FILE" || exit 1
+    running=0 remaining=0
+    for (( i = 0; i < n; i++ )); do
+        if [[ -n $NODES_FILE && -z ${SELECTED[i]:-} ]]; then
+            STATE[i]=D   # not run again: done, as far as its children are concerned
+            continue
+        fi
+        WAITING_ON[i]=0
+        for p in ${PARENTS[i]}; do
+            [[ ${STATE[p]} == D ]] || (( WAITING_ON[i] += 1 ))
+        done
+        STATE[i]=W
+        (( remaining += 1 ))
+        (( WAITING_ON[i] == 0 )) && READY+=("$i")
+    done
+    echo "$(date '+%F %T') runner $$ starts $remaining step(s), up to $JOBS at a time"
+    rm -f "$fifo" && mkfifo "$fifo" && exec 3<>"$fifo" || exit 1
+    trap cancel TERM INT HUP
+    while (( remaining > 0 )); do
+        while (( running < JOBS && head < ${#READY[@]} )); do
+            start_node "${READY[head]}"
+            (( head += 1 ))
+        done
+        (( running > 0 )) || break
+        # finished steps report "index exit_code" through the fifo
+        read -r -u 3 idx rc || continue
+        finish_node "$idx" "$rc"
+    done
+    wait
+    local failed=0 skipped=0
+    for i in "${!STATE[@]}"; do
+        [[ ${STATE[i]} == F ]] && (( failed += 1 ))
+        [[ ${STATE[i]} == S ]] && (( skipped += 1 ))
+    done
+    echo "$(date '+%F %T') study finished: $failed failed, $skipped not run because an ancestor failed"
+    echo "$(date +%s) finished $failed $skipped" > "$STATE_DIR/runner.done"
+    rm -f "$fifo"
+    (( failed == 0 ))
+}
+
+if (( FOREGROUND )); then
+    run_dag
+else
+    detach
+fi

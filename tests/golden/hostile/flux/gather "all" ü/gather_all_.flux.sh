@@ -1,0 +1,34 @@
+#!/bin/bash
+# flux: --job-name='gather "all" ü'
+# flux: --output=gather_all_.out
+# flux: --error=gather_all_.err
+# flux: -n 1
+# maestro_compile: step 'gather "all" ü' of study 'hostile study: 'single' "double" $HOME \ é ü'
+# node: gather "all" ü
+# Submit it by hand with:  flux submit --job-name='gather "all" ü' --output=gather_all_.out --error=gather_all_.err -n 1 --cwd='@STUDY@/gather "all" ü' ./gather_all_.flux.sh
+# (flux submit does not read the "# flux:" lines above; they are repeated on its command line)
+
+# --- status markers for `maestro status` (KEY=VALUE lines); not part of the step's command ---
+MAESTRO_STATUS_FILE='@STUDY@/gather "all" ü/gather_all_.status'
+_mc_mark() { printf '%s=%s\n' "$1" "$2" >> "$MAESTRO_STATUS_FILE"; }
+_mc_finish() {
+    local rc=$?
+    trap - EXIT
+    _mc_mark END "$(date +%s)"
+    _mc_mark EXIT_CODE "$rc"
+    exit "$rc"
+}
+_mc_mark START "$(date +%s)"
+_mc_mark HOST "${HOSTNAME:-unknown}"
+_mc_mark JOB_ID "${FLUX_JOB_ID:-${FLUX_ENCLOSING_ID:-$$}}"
+trap _mc_finish EXIT
+trap '_mc_mark SIGNAL TERM; exit 143' TERM
+trap '_mc_mark SIGNAL INT; exit 130' INT
+cd '@STUDY@/gather "all" ü' || exit 1
+
+# --- the step's command, verbatim from the spec; a subshell keeps its own exit and traps inside ---
+(
+cat "@STUDY@/copy_$x:ü"/*/copy.txt > all.txt
+echo "done in \$HOME=$HOME and \\" >> all.txt
+)
+

@@ -1,0 +1,32 @@
+#!/bin/bash
+#SBATCH --job-name="copy_$x:ü_W=it's"
+#SBATCH --output=copy_x_Wits.out
+#SBATCH --error=copy_x_Wits.err
+#SBATCH --comment="Runs after each \"say\" node, with the same word (it's)."
+# maestro_compile: step 'copy_$x:ü' of study 'hostile study: 'single' "double" $HOME \ é ü'
+# node: copy_$x:ü_W=it's
+# Submit it by hand with:  sbatch -D '@STUDY@/copy_$x:ü/Wits' ./copy_x_Wits.slurm.sh
+
+# --- status markers for `maestro status` (KEY=VALUE lines); not part of the step's command ---
+MAESTRO_STATUS_FILE='@STUDY@/copy_$x:ü/Wits/copy_x_Wits.status'
+_mc_mark() { printf '%s=%s\n' "$1" "$2" >> "$MAESTRO_STATUS_FILE"; }
+_mc_finish() {
+    local rc=$?
+    trap - EXIT
+    _mc_mark END "$(date +%s)"
+    _mc_mark EXIT_CODE "$rc"
+    exit "$rc"
+}
+_mc_mark START "$(date +%s)"
+_mc_mark HOST "${HOSTNAME:-unknown}"
+_mc_mark JOB_ID "$([ -n "${SLURM_ARRAY_JOB_ID:-}" ] && echo "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}" || echo "${SLURM_JOB_ID:-$$}")"
+trap _mc_finish EXIT
+trap '_mc_mark SIGNAL TERM; exit 143' TERM
+trap '_mc_mark SIGNAL INT; exit 130' INT
+cd '@STUDY@/copy_$x:ü/Wits' || exit 1
+
+# --- the step's command, verbatim from the spec; a subshell keeps its own exit and traps inside ---
+(
+printf '%s\n' 'it's' "@STUDY@/copy_$x:ü/Wits" > copy.txt
+)
+

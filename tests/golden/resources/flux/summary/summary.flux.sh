@@ -1,0 +1,35 @@
+#!/bin/bash
+# flux: --job-name=summary
+# flux: --output=summary.out
+# flux: --error=summary.err
+# flux: -n 1
+# flux: -q pdebug
+# flux: --bank=physics
+# maestro_compile: step 'summary' of study 'resources'
+# node: summary
+# Submit it by hand with:  flux submit --job-name=summary --output=summary.out --error=summary.err -n 1 -q pdebug --bank=physics --cwd=@STUDY@/summary ./summary.flux.sh
+# (flux submit does not read the "# flux:" lines above; they are repeated on its command line)
+
+# --- status markers for `maestro status` (KEY=VALUE lines); not part of the step's command ---
+MAESTRO_STATUS_FILE=@STUDY@/summary/summary.status
+_mc_mark() { printf '%s=%s\n' "$1" "$2" >> "$MAESTRO_STATUS_FILE"; }
+_mc_finish() {
+    local rc=$?
+    trap - EXIT
+    _mc_mark END "$(date +%s)"
+    _mc_mark EXIT_CODE "$rc"
+    exit "$rc"
+}
+_mc_mark START "$(date +%s)"
+_mc_mark HOST "${HOSTNAME:-unknown}"
+_mc_mark JOB_ID "${FLUX_JOB_ID:-${FLUX_ENCLOSING_ID:-$$}}"
+trap _mc_finish EXIT
+trap '_mc_mark SIGNAL TERM; exit 143' TERM
+trap '_mc_mark SIGNAL INT; exit 130' INT
+cd @STUDY@/summary || exit 1
+
+# --- the step's command, verbatim from the spec; a subshell keeps its own exit and traps inside ---
+(
+cat @STUDY@/sweep/*/out_*.txt > summary.txt
+)
+

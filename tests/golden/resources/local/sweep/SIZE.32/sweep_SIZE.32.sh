@@ -1,0 +1,27 @@
+#!/bin/bash
+# maestro_compile: step 'sweep' of study 'resources'
+# node: sweep_SIZE.32
+# Run it by hand with:  cd @STUDY@/sweep/SIZE.32 && ./sweep_SIZE.32.sh
+
+# --- status markers for `maestro status` (KEY=VALUE lines); not part of the step's command ---
+MAESTRO_STATUS_FILE=@STUDY@/sweep/SIZE.32/sweep_SIZE.32.status
+_mc_mark() { printf '%s=%s\n' "$1" "$2" >> "$MAESTRO_STATUS_FILE"; }
+_mc_finish() {
+    local rc=$?
+    trap - EXIT
+    _mc_mark END "$(date +%s)"
+    _mc_mark EXIT_CODE "$rc"
+    exit "$rc"
+}
+_mc_mark START "$(date +%s)"
+_mc_mark HOST "${HOSTNAME:-unknown}"
+_mc_mark JOB_ID "$$"
+trap _mc_finish EXIT
+trap '_mc_mark SIGNAL TERM; exit 143' TERM
+trap '_mc_mark SIGNAL INT; exit 130' INT
+cd @STUDY@/sweep/SIZE.32 || exit 1
+
+# --- the step's command, verbatim from the spec; a subshell keeps its own exit and traps inside ---
+(
+ @SPECDIR@/bin/app --size 32 > out_32.txt
+)

@@ -1,0 +1,36 @@
+#!/bin/bash
+#BSUB -J "sweep_SIZE.16"
+#BSUB -o sweep_SIZE.16.out
+#BSUB -e sweep_SIZE.16.err
+#BSUB -n 2
+#BSUB -q "pdebug"
+#BSUB -G "physics"
+#BSUB -W 00:10
+#BSUB -U "dat_window"
+# maestro_compile: step 'sweep' of study 'resources'
+# node: sweep_SIZE.16
+# Submit it by hand with:  bsub -cwd @STUDY@/sweep/SIZE.16 < ./sweep_SIZE.16.lsf.sh
+
+# --- status markers for `maestro status` (KEY=VALUE lines); not part of the step's command ---
+MAESTRO_STATUS_FILE=@STUDY@/sweep/SIZE.16/sweep_SIZE.16.status
+_mc_mark() { printf '%s=%s\n' "$1" "$2" >> "$MAESTRO_STATUS_FILE"; }
+_mc_finish() {
+    local rc=$?
+    trap - EXIT
+    _mc_mark END "$(date +%s)"
+    _mc_mark EXIT_CODE "$rc"
+    exit "$rc"
+}
+_mc_mark START "$(date +%s)"
+_mc_mark HOST "${HOSTNAME:-unknown}"
+_mc_mark JOB_ID "$([ "${LSB_JOBINDEX:-0}" != 0 ] && echo "${LSB_JOBID}[${LSB_JOBINDEX}]" || echo "${LSB_JOBID:-$$}")"
+trap _mc_finish EXIT
+trap '_mc_mark SIGNAL TERM; exit 143' TERM
+trap '_mc_mark SIGNAL INT; exit 130' INT
+cd @STUDY@/sweep/SIZE.16 || exit 1
+
+# --- the step's command, verbatim from the spec; a subshell keeps its own exit and traps inside ---
+(
+jsrun --nrs 2 -b rs -a 1 -r 1 -c 1 @SPECDIR@/bin/app --size 16 > out_16.txt
+)
+

@@ -1,0 +1,111 @@
+#!/bin/bash
+# maestro_compile: submits study 'size_sweep' to Flux and returns.
+# Plain bash (no Python needed); run it by hand with ./submit.sh or through `maestro submit`.
+#
+# Flux has no job arrays: every node is one job, submitted in dependency order with
+# `flux batch` (steps that ask for nodes or procs get a Flux instance of their own) or
+# `flux submit` (one task), and chained with --dependency=afterok:ID per parent. When a job
+# fails, Flux fails its dependents at once (dependency exception), and theirs in turn. Jobs
+# without parents are submitted with --urgency=hold and released once everything is queued.
+# Each job id is appended to jobs.tsv the moment it is known. If any submission fails, every
+# job already submitted is cancelled, and the study can be submitted again once the cause is
+# fixed. A study is submitted once: a second run of this script is refused.
+set -u
+
+STUDY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+STATE_DIR="$STUDY_DIR/.maestro"
+LEDGER="$STUDY_DIR/jobs.tsv"
+SUBMITTED=()     # every job id submitted so far, for the rollback
+ROOTS=()         # held jobs to release at the end
+NOW=$(date +%s)
+
+rollback() {
+    trap - INT TERM HUP
+    if (( ${#SUBMITTED[@]} )); then
+        echo "submit.sh: cancelling the ${#SUBMITTED[@]} job(s) already submitted: ${SUBMITTED[*]}" >&2
+        flux cancel "${SUBMITTED[@]}" 2>&1 | sed 's/^/submit.sh: /' >&2
+    fi
+    [[ -f $LEDGER ]] && mv "$LEDGER" "$STATE_DIR/jobs.rolled-back.$NOW.tsv"
+    rm -f "$STATE_DIR/submitted"
+}
+
+fail() {
+    echo "submit.sh: error: $*" >&2
+    rollback
+    echo "submit.sh: nothing of this study is queued any more; fix the cause and submit again" >&2
+    exit 1
+}
+
+# flux_id_to_dec ID: Flux prints job ids as f58 ("ƒ" or "f" then base58), decimal or 0x-hex;
+# the ledger keeps decimal
+flux_id_to_dec() {
+    local LC_ALL=C text=$1 digits=123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz value=0 i c rest
+    case $text in
+        0x[0-9a-fA-F]*) printf '%d' "$text"; return ;;
+        [0-9]*) [[ $text =~ ^[0-9]+$ ]] && { printf '%s' "$text"; return; }; return 1 ;;
+    esac
+    text=${text#ƒ}
+    text=${text#f}
+    [[ -n $text ]] || return 1
+    for (( i = 0; i < ${#text}; i++ )); do
+        c=${text:i:1}
+        rest=${digits%%"$c"*}
+        (( ${#rest} < ${#digits} )) || return 1
+        value=$(( value * 58 + ${#rest} ))
+    done
+    printf '%s' "$value"
+}
+
+# submit VAR LABEL batch|submit FLUX_ARGS...: submit one job; its id goes into the variable VAR
+submit() {
+    local var=$1 label=$2 out id
+    shift 2
+    if ! out=$(flux "$@" 2>&1); then
+        fail "flux $1 failed for $label: $out"$'\n'"  command: flux $*"
+    fi
+    id=${out##*$'\n'}
+    id=$(flux_id_to_dec "$id") || fail "cannot read a job id from flux's output for $label: $out"
+    SUBMITTED+=("$id")
+    printf -v "$var" '%s' "$id"
+}
+
+
+record() {
+    printf '%s\t%s\t%s\n' "$NOW" "$2" "$1" >> "$LEDGER" || fail "cannot write $LEDGER"
+}
+
+command -v flux >/dev/null || { echo "submit.sh: error: flux not found; submit from a machine of the Flux cluster" >&2; exit 1; }
+mkdir -p "$STATE_DIR" || exit 1
+# The lock is created atomically, so two concurrent submits cannot both proceed.
+if ! ( set -o noclobber; echo "$NOW $$ $(hostname)" > "$STATE_DIR/submitted" ) 2>/dev/null; then
+    echo "submit.sh: error: study $STUDY_DIR was already submitted (see $STATE_DIR/submitted and jobs.tsv); it is not submitted twice" >&2
+    exit 1
+fi
+trap 'fail "interrupted"' INT TERM HUP
+
+# J0 = node run_simulation_SIZE.10; waits for: none (held until everything is queued)
+submit J0 run_simulation_SIZE.10 submit --job-name=run_simulation_SIZE.10 --output=run_simulation_SIZE.10.out --error=run_simulation_SIZE.10.err -n 1 --urgency=hold --cwd=@STUDY@/run_simulation/SIZE.10 @STUDY@/run_simulation/SIZE.10/run_simulation_SIZE.10.flux.sh
+ROOTS+=("${J0}")
+record "${J0}" run_simulation_SIZE.10
+# J1 = node run_simulation_SIZE.100; waits for: none (held until everything is queued)
+submit J1 run_simulation_SIZE.100 submit --job-name=run_simulation_SIZE.100 --output=run_simulation_SIZE.100.out --error=run_simulation_SIZE.100.err -n 1 --urgency=hold --cwd=@STUDY@/run_simulation/SIZE.100 @STUDY@/run_simulation/SIZE.100/run_simulation_SIZE.100.flux.sh
+ROOTS+=("${J1}")
+record "${J1}" run_simulation_SIZE.100
+# J2 = node run_simulation_SIZE.1000; waits for: none (held until everything is queued)
+submit J2 run_simulation_SIZE.1000 submit --job-name=run_simulation_SIZE.1000 --output=run_simulation_SIZE.1000.out --error=run_simulation_SIZE.1000.err -n 1 --urgency=hold --cwd=@STUDY@/run_simulation/SIZE.1000 @STUDY@/run_simulation/SIZE.1000/run_simulation_SIZE.1000.flux.sh
+ROOTS+=("${J2}")
+record "${J2}" run_simulation_SIZE.1000
+# J3 = node aggregate_results; waits for: afterok J0, afterok J1, afterok J2
+submit J3 aggregate_results submit --job-name=aggregate_results --output=aggregate_results.out --error=aggregate_results.err -n 1 --dependency=afterok:${J0} --dependency=afterok:${J1} --dependency=afterok:${J2} --cwd=@STUDY@/aggregate_results @STUDY@/aggregate_results/aggregate_results.flux.sh
+record "${J3}" aggregate_results
+
+# everything is queued: release the held roots
+release() {
+    local out
+    out=$(flux job urgency "$1" "$2" 2>&1) || fail "flux job urgency $1 $2 failed: $out"
+}
+release "${J0}" default
+release "${J1}" default
+release "${J2}" default
+trap - INT TERM HUP
+echo "submitted 4 Flux job(s) (0 array(s)) for 4 node(s); released ${#ROOTS[@]} held root job(s)"
