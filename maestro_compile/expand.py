@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
+from . import walltime as walltimes
 from .errors import SpecError
 from .model import Node, Parameter, Spec, StepSpec, Warnings
 from .schema import suggest
@@ -50,6 +51,8 @@ class _Step:
     resources: Dict[str, Any] = field(default_factory=dict)        # run without cmd/restart/depends
     nodes: Dict[str, Node] = field(default_factory=dict)           # combo string -> node
     node_of_row: List[str] = field(default_factory=list)           # row -> combo string
+    walltimes: Dict[Any, Optional[int]] = field(default_factory=dict)  # walltime value -> seconds
+    bad_walltimes: Dict[str, List[Any]] = field(default_factory=dict)  # problem -> [first node, count]
 
 
 def expand(spec: Spec, env: Mapping[str, str], parameters: Sequence[Parameter], study_dir: Path,
@@ -68,6 +71,7 @@ def expand(spec: Spec, env: Mapping[str, str], parameters: Sequence[Parameter], 
     for step in steps:
         _instantiate(step, by_name, parameters, rows, study_dir, script_suffix, hashws, layout, warnings)
         nodes.extend(step.nodes.values())
+    _check_walltimes(spec, steps, nodes)
     _warn_unknown_tokens(spec, steps, keys, warnings)
     return tuple(nodes), {step.name: step.used for step in steps}
 
@@ -272,7 +276,47 @@ def _make_node(step: _Step, by_name: Dict[str, _Step], parameters: Sequence[Para
         depends=tuple(_parent_nodes(step, by_name, row)),
         description=_apply(step.description, pairs),
         cmd=texts["cmd"], restart=texts.get("restart"), resources=resources,
+        walltime=_walltime(step, resources.get("walltime"), name),
     )
+
+
+def _walltime(step: _Step, value: Any, node: str) -> Optional[int]:
+    """``run.walltime`` in seconds (walltime.parse), read once per distinct value of a step; a value
+    that cannot be read is recorded in ``step.bad_walltimes`` (reported by _check_walltimes)."""
+    if value is None:
+        return None
+    cacheable = isinstance(value, (str, int))
+    key = (type(value), value) if cacheable else None   # True and 1 are equal keys otherwise
+    if cacheable and key in step.walltimes:
+        return step.walltimes[key]
+    try:
+        seconds = walltimes.parse(value)
+    except ValueError as exc:
+        seen = step.bad_walltimes.setdefault(str(exc), [node, 0])
+        seen[1] += 1
+        return None
+    if cacheable:
+        step.walltimes[key] = seconds
+    return seconds
+
+
+def _check_walltimes(spec: Spec, steps: Sequence[_Step], nodes: Sequence[Node]) -> None:
+    """One problem per step and unreadable walltime, naming the first node that has it; the count
+    problems of check_resources are reported with them, so validate shows everything at once."""
+    problems = []
+    for step in (step for step in steps if step.bad_walltimes):
+        index = step.spec.index
+        where = spec.raw.where(("study", index, "run", "walltime"))
+        for message, (first, nodes_with_it) in step.bad_walltimes.items():
+            others = nodes_with_it - 1
+            also = f" (and {others} other node{'s' if others > 1 else ''} of step '{step.name}')" if others else ""
+            problems.append(f"{where}: study[{index}].run.walltime: node '{first}'{also}: {message}")
+    if problems:
+        try:
+            check_resources(spec, nodes)
+        except SpecError as exc:
+            problems = exc.problems + problems
+        raise SpecError(problems)
 
 
 def _warn_unknown_tokens(spec: Spec, steps: List[_Step], keys: Sequence[str], warnings: Warnings) -> None:

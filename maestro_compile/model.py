@@ -63,7 +63,7 @@ class Node:
 
     # a 100,000-point sweep holds 300,000 of these: no per-instance __dict__
     __slots__ = ("name", "step", "job_name", "workspace", "script", "params", "depends", "description",
-                 "cmd", "restart", "resources")
+                 "cmd", "restart", "resources", "walltime")
 
     name: str                      # Maestro's node name, e.g. hello_GREETING.Hello.NAME.Pam
     step: str
@@ -76,6 +76,7 @@ class Node:
     cmd: str                       # fully substituted except $(LAUNCHER)
     restart: Optional[str]
     resources: Mapping[str, Any]   # the step's run keys other than cmd/restart/depends, substituted
+    walltime: Optional[int]        # run.walltime read once (walltime.parse): seconds, None = no limit
 
 
 @dataclass(frozen=True)
