@@ -9,16 +9,20 @@ import traceback
 from pathlib import Path
 from typing import List, Optional
 
-from . import __version__
-from .backends import get_backend
+from . import __version__, runner
+from .backends import BACKENDS, get_backend
 from .compile import Options, check_study, compile_study
-from .errors import MaestroCompileError, SpecError
+from .errors import EXIT_USAGE, MaestroCompileError, SpecError
 from .expand import FLAT_LIMIT, LAYOUTS, SHARD_SIZE
 from .graph import draw as draw_graph, target_positional as graph_positional
 from .progress import Progress
 from .resubmit import resubmit
-from .status import collect, finished, format_csv, format_json, format_table, load_manifest, summary
+from .states import State
+from .status import collect, finished, format_csv, format_json, format_table, summary
+from .studydir import StudyDir
 
+# Exit codes (docs/cli.md); the others come with the errors (errors.py): 1 user error,
+# 64 command-line usage, 69 scheduler command failed or unreachable.
 EXIT_FAILED_STEPS = 2      # run --wait: some step failed (Maestro's FAILURE)
 EXIT_CANCELLED = 3         # run --wait: the study was cancelled (Maestro's CANCELLED)
 EXIT_INTERNAL = 4
@@ -30,7 +34,7 @@ def _spec_options(parser: argparse.ArgumentParser, with_out: bool = True) -> Non
     if with_out:
         parser.add_argument("-o", "--out", type=Path, metavar="DIR",
                             help="the study directory to create (default: <OUTPUT_PATH or cwd>/<name>_<timestamp>)")
-    parser.add_argument("--backend", choices=["local", "slurm", "lsf", "flux"],
+    parser.add_argument("--backend", choices=list(BACKENDS),
                         help="scheduler to compile for (overrides batch.type)")
     parser.add_argument("-p", "--pgen", type=Path, metavar="FILE", help="custom parameter generator (Python file)")
     parser.add_argument("--pargs", action="append", default=[], metavar="KEY:VALUE",
@@ -56,13 +60,21 @@ def _spec_options(parser: argparse.ArgumentParser, with_out: bool = True) -> Non
                              "(default: the cluster's MaxArraySize, read with scontrol)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors on an exit code of their own (2 is `run --wait`'s FAILURE)."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="maestro", description="Compile Maestro study specifications into batch scripts and a submit "
                                     "script that chains them with the scheduler's own dependencies.")
     parser.add_argument("--version", action="version", version=f"maestro_compile {__version__}")
     parser.add_argument("--debug", action="store_true", help="show a full traceback on internal errors")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = commands.add_parser("compile", help="write the study directory (scripts, submit.sh, study.json)")
     _spec_options(p)
@@ -161,30 +173,35 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def submit(study: StudyDir, jobs: int) -> str:
+    """Run the study's submit.sh (the plain-bash product) through the runner; what it printed."""
+    backend = get_backend(study.manifest.backend)
+    command_env = getattr(backend, "command_env", None)
+    return runner.run_script(study.submit_script, study.path, backend.submit_args(jobs), ledger=study.ledger_path,
+                             nodes=len(study.manifest.nodes), env=command_env(study) if command_env else None)
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
-    study_dir = args.study_dir.resolve()
-    manifest = load_manifest(study_dir)
-    message = get_backend(manifest["backend"]).submit(study_dir, manifest, args.jobs)
-    print(message)
+    print(submit(StudyDir.open(args.study_dir), args.jobs))
     print(f"watch it with: maestro status {args.study_dir}")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    rows, runtime = collect(args.study_dir)
+    study = StudyDir.open(args.study_dir)
+    rows, runtime = collect(study)
     if args.csv == "-":
         sys.stdout.write(format_csv(rows))
         return 0
     if args.csv:
         Path(args.csv).write_text(format_csv(rows), encoding="utf-8")
-    print(format_json(rows, runtime) if args.json else format_table(rows))
+    print(format_json(rows, runtime, study) if args.json else format_table(rows))
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    study_dir = args.study_dir.resolve()
-    manifest = load_manifest(study_dir)
-    print(get_backend(manifest["backend"]).cancel(study_dir, manifest))
+    study = StudyDir.open(args.study_dir)
+    print(get_backend(study.manifest.backend).cancel(study))
     return 0
 
 
@@ -192,26 +209,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = _compile(args)
     _warn(result.warnings)
     print(f"compiled {len(result.study.nodes)} node(s) into {result.directory}")
-    manifest = load_manifest(result.directory)
-    backend = get_backend(manifest["backend"])
-    print(backend.submit(result.directory, manifest, args.jobs))
+    study = StudyDir.open(result.directory)
+    backend = get_backend(study.manifest.backend)
+    print(submit(study, args.jobs))
     if not args.wait:
         print(f"watch it with: maestro status {result.directory}")
         return 0
     while True:
-        rows, runtime = collect(result.directory, backend)
+        rows, runtime = collect(study, backend)
         if finished(rows, runtime):
             break
         time.sleep(max(args.poll, 0.05))
     print(summary(rows))
-    if all(row.state == "FINISHED" for row in rows):
+    if all(row.state == State.FINISHED for row in rows):
         return 0
-    return EXIT_CANCELLED if runtime.get("cancelled") else EXIT_FAILED_STEPS
+    return EXIT_CANCELLED if runtime.cancelled else EXIT_FAILED_STEPS
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
     args.spec = args.target     # _options() reads the spec path from .spec
-    return draw_graph(args, _options, _warn)
+    text, warnings = draw_graph(args, _options)
+    _warn(warnings)
+    sys.stdout.write(text)
+    return 0
 
 
 def cmd_resubmit(args: argparse.Namespace) -> int:

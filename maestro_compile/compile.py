@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from . import emit, plan, render, schema, tokens
+from . import emit, plan, render, runner, schema, tokens
 from .backends import get_backend
 from .errors import CompileError, SpecError
 from .expand import check_resources, expand, make_safe
@@ -79,6 +79,26 @@ def build_study(options: Options, now: Optional[datetime.datetime] = None) -> St
                  environment=env)
 
 
+def cluster_max_array_size(backend) -> int:
+    """The cluster's largest job array, asked once before rendering (Slurm's MaxArraySize from
+    scontrol when it is here and answers), else the scheduler's default. Render never asks."""
+    ask = backend.facts_command()
+    if ask is not None and runner.available(ask.argv[0]):
+        found = backend.parse_max_array_size(runner.run(ask))
+        if found:
+            return found
+    return backend.capabilities.max_array_size
+
+
+def plan_study(study: Study, backend) -> plan.Plan:
+    """Pass 4b: the scheduler jobs (arrays where the backend has them and the headers agree),
+    with the cluster's facts resolved first (--max-array-size, else the cluster's own limit)."""
+    limit = 1
+    if backend.capabilities.arrays:
+        limit = int(study.options.get("max_array_size") or 0) or cluster_max_array_size(backend)
+    return plan.plan_jobs(study.nodes, backend.capabilities, limit, lambda node: backend.array_key(study, node))
+
+
 def _parameters(spec: Spec, options: Options, env: Dict[str, str], directory: Path) -> List[Parameter]:
     if options.pargs and not options.pgen:
         raise SpecError(["--pargs needs --pgen: the KEY:VALUE pairs are passed to a parameter generator"])
@@ -95,7 +115,8 @@ def _parameters(spec: Spec, options: Options, env: Dict[str, str], directory: Pa
 def check_study(options: Options) -> Study:
     """Everything compile checks (rendering included), writing nothing."""
     study = build_study(options)
-    rendered = render.render(study, get_backend(study.backend), "")
+    backend = get_backend(study.backend)
+    rendered = render.render(study, backend, plan_study(study, backend), "")
     for _ in rendered.node_files(0, rendered.node_count):
         pass  # rendered and dropped: rendering finds the errors the templates' inputs can have
     return study
@@ -108,7 +129,7 @@ def compile_study(options: Options, now: Optional[datetime.datetime] = None,
     study = build_study(options, now)
     backend = get_backend(study.backend)
     created = (now or datetime.datetime.now()).isoformat(timespec="seconds")
-    rendered = render.render(study, backend, created)
+    rendered = render.render(study, backend, plan_study(study, backend), created)
     made_outside: List[Path] = []
     try:
         with emit.staging(study.directory) as stage:

@@ -1,7 +1,6 @@
 """Pass 6: write the rendered study directory atomically (staging directory, then rename)."""
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import shutil
@@ -9,8 +8,9 @@ import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, TextIO, Tuple
+from typing import Callable, Iterable, Iterator, List, Mapping, Optional, Tuple
 
+from . import studydir
 from .errors import CompileError, OutputExistsError
 from .model import File, Rendered
 
@@ -59,8 +59,8 @@ def write_files(stage: Path, rendered: Rendered, copies: Mapping[str, Path],
         _write_all(str(stage), rendered.study_files.items())
         for relpath, source in copies.items():
             shutil.copyfile(source, stage / relpath)
-        with open(stage / "study.json", "w", encoding="utf-8") as handle:
-            write_manifest(handle, rendered.manifest)
+        with open(stage / studydir.MANIFEST, "w", encoding="utf-8") as handle:
+            studydir.write_manifest(handle, rendered.manifest)
     except OSError as exc:
         raise CompileError(f"cannot write the study directory: {exc}") from None
 
@@ -127,35 +127,6 @@ def _write_all(root: str, files: Iterable[Tuple[str, File]]) -> int:
     except OSError as exc:
         raise CompileError(f"cannot write the study directory: {exc}") from None
     return count
-
-
-def write_manifest(handle: TextIO, manifest: Mapping[str, Any]) -> None:
-    """study.json with one line per node and per job: readable with grep and less, written by the
-    json module's C encoder (an indented dump is pure Python) and streamed, never held whole.
-    A callable value yields (key, entry) pairs: the nodes, built one at a time."""
-    handle.write("{")
-    separator = "\n"
-    for key, value in manifest.items():
-        handle.write(f"{separator} {json.dumps(key)}: ")
-        separator = ",\n"
-        if callable(value):
-            _write_block(handle, "{}", (f"{json.dumps(k)}: {json.dumps(v)}" for k, v in value()))
-        elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-            _write_block(handle, "{}", (f"{json.dumps(k)}: {json.dumps(v)}" for k, v in value.items()))
-        elif isinstance(value, list) and value and all(isinstance(v, (dict, list)) for v in value):
-            _write_block(handle, "[]", (json.dumps(v) for v in value))
-        else:
-            handle.write(json.dumps(value))
-    handle.write("\n}\n")
-
-
-def _write_block(handle: TextIO, brackets: str, items: Iterable[str]) -> None:
-    handle.write(brackets[0])
-    separator = "\n  "
-    for item in items:
-        handle.write(separator + item)
-        separator = ",\n  "
-    handle.write(("\n " if separator != "\n  " else "") + brackets[1])
 
 
 def publish(stage: Path, directory: Path) -> None:

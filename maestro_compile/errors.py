@@ -1,4 +1,8 @@
-"""One exception hierarchy; the CLI formats these once and picks the exit code."""
+"""One exception hierarchy; the CLI formats these once and picks the exit code.
+
+Exit codes (docs/cli.md): 0 success; 1 a user error (spec, study directory, refused request);
+2 and 3 `run --wait`: a step failed / the study was cancelled (Maestro's FAILURE and CANCELLED);
+4 internal error; 64 command-line usage; 69 a scheduler command failed or is not reachable."""
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -44,19 +48,40 @@ class InstallError(MaestroCompileError):
     """The package is installed incompletely (e.g. templates missing)."""
 
 
+EXIT_USAGE = 64        # sysexits EX_USAGE: the command line is wrong
+EXIT_SCHEDULER = 69    # sysexits EX_UNAVAILABLE: a scheduler command failed or is not reachable
+COMMAND_SHOWN = 300    # characters of a failed command line quoted in a message
+
+
 class SchedulerCommandError(MaestroCompileError):
-    """A scheduler command (sbatch, sacct, bsub, flux ...) failed."""
+    """A scheduler command (sbatch, sacct, bsub, flux ...) failed or did not answer."""
 
-    exit_code = 3
+    exit_code = EXIT_SCHEDULER
 
-    def __init__(self, argv: Sequence[str], returncode: int, stdout: str = "", stderr: str = "",
+    def __init__(self, argv: Sequence[str], returncode: Optional[int], stdout: str = "", stderr: str = "",
                  hint: Optional[str] = None):
         self.argv, self.returncode, self.stdout, self.stderr = list(argv), returncode, stdout, stderr
         detail = (stderr or stdout).strip()
-        message = f"{argv[0]} exited {returncode}"
+        message = f"{argv[0]} exited {returncode}" if returncode is not None else f"{argv[0]} failed"
         if detail:
             message += f": {detail}"
-        message += f" (command: {' '.join(argv)})"
+        shown = " ".join(argv)
+        message += f" (command: {shown[:COMMAND_SHOWN]}{'...' if len(shown) > COMMAND_SHOWN else ''})"
         if hint:
             message += f"\n{hint}"
         super().__init__(message)
+
+
+class SchedulerUnavailableError(MaestroCompileError):
+    """A scheduler command is not installed where maestro runs (not on the cluster's machines)."""
+
+    exit_code = EXIT_SCHEDULER
+
+    def __init__(self, program: str, scheduler: str):
+        self.program, self.scheduler = program, scheduler
+        super().__init__(f"{program} is not installed here: run this command on a machine of the {scheduler} "
+                         f"cluster the study was submitted to")
+
+
+class GraphError(MaestroCompileError):
+    """The graph cannot be drawn or written (bad -o/--format, Graphviz missing or failing)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
+from . import studydir
 from . import walltime as walltimes
 from .errors import SpecError
 from .model import Node, Parameter, Spec, StepSpec, Warnings
@@ -29,7 +30,8 @@ TEXT_KEYS = ("cmd", "restart")
 LAYOUTS = ("auto", "flat", "sharded")
 FLAT_LIMIT = 10_000
 SHARD_SIZE = 1_000
-RESERVED_NAMES = {"study.json", "submit.sh", "jobs.tsv", "status.csv", "logs", "meta"}
+RESERVED_NAMES = {studydir.MANIFEST, studydir.SUBMIT_SCRIPT, studydir.LEDGER, studydir.STATE_DIR, "status.csv",
+                  "logs", "meta"}
 _SAFE = re.compile(r"[^-_.() A-Za-z0-9]")
 
 

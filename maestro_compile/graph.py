@@ -11,15 +11,16 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from .compile import build_study
-from .errors import MaestroCompileError, SchedulerCommandError
+from .errors import GraphError, SchedulerCommandError, SchedulerUnavailableError
 from .model import Study
-from .status import collect, load_manifest
+from .states import State
+from .status import collect
+from .studydir import StudyDir
 
 NO_GRAPHVIZ = ("Graphviz's `dot` is not installed; install the graphviz package or use "
                "-o FILE.dot / --format mermaid")
@@ -31,22 +32,19 @@ IMAGES = {"svg", "png", "pdf"}
 
 # Most alarming first: a collapsed step takes the colour of its worst node. States a backend
 # may report that are missing here rank (and look) like UNKNOWN.
-SEVERITY = ["FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "TIMEDOUT", "UNKNOWN", "CANCELLED", "PREEMPTED",
-            "SUSPENDED", "RUNNING", "PENDING", "HELD", "INITIALIZED", "FINISHED"]
+SEVERITY = [str(s) for s in (State.FAILED, State.OUT_OF_MEMORY, State.NODE_FAIL, State.TIMEDOUT, State.UNKNOWN,
+                             State.CANCELLED, State.PREEMPTED, State.SUSPENDED, State.RUNNING, State.PENDING,
+                             State.INITIALIZED, State.FINISHED)]
 RANK = {state: i for i, state in enumerate(SEVERITY)}
 COLORS = {"FAILED": "#f4a3a3", "OUT_OF_MEMORY": "#f4a3a3", "NODE_FAIL": "#f4a3a3", "TIMEDOUT": "#f8c58c",
           "UNKNOWN": "#d7b8f3", "CANCELLED": "#d9d9d9", "PREEMPTED": "#fbe9a0", "SUSPENDED": "#fbe9a0",
-          "RUNNING": "#9fc8f0", "PENDING": "#fbe9a0", "HELD": "#fbe9a0", "INITIALIZED": "#ffffff",
+          "RUNNING": "#9fc8f0", "PENDING": "#fbe9a0", "INITIALIZED": "#ffffff",
           "FINISHED": "#b7e1b0"}
 
 # Mermaid renderers refuse bigger diagrams with their default configuration
 MERMAID_MAX_EDGES = 500
 # dot's layout time grows fast; beyond this many vertices an image can take minutes
 SLOW_LAYOUT = 2000
-
-
-class GraphError(MaestroCompileError):
-    """The graph cannot be drawn or written (bad -o/--format, Graphviz missing or failing)."""
 
 
 @dataclass(frozen=True)
@@ -91,25 +89,25 @@ def from_study(study: Study) -> Dag:
 
 def from_directory(study_dir: Path, with_status: bool = True) -> Dag:
     """The DAG of a compiled study; states only once it has been submitted. Reads, never writes."""
-    manifest = load_manifest(study_dir)
-    nodes = [DagNode(name, info["step"], tuple(info.get("depends", ())))
-             for name, info in manifest["nodes"].items()]
-    steps = {step: list(keys) for step, keys in manifest.get("steps", {}).items()}
-    dag = Dag(name=str(manifest.get("name", Path(study_dir).name)), steps=steps, nodes=nodes)
-    if with_status and _submitted(Path(study_dir), manifest):
+    study = StudyDir.open(study_dir)
+    manifest = study.manifest
+    nodes = [DagNode(name, info.step, info.depends) for name, info in manifest.nodes.items()]
+    steps = {step: list(keys) for step, keys in manifest.steps.items()}
+    dag = Dag(name=manifest.name, steps=steps, nodes=nodes)
+    if with_status and _submitted(study):
         try:
-            rows, _ = collect(study_dir, manifest=manifest)
-        except SchedulerCommandError as exc:
+            rows, _ = collect(study)
+        except (SchedulerCommandError, SchedulerUnavailableError) as exc:
             raise GraphError(f"{exc}\n(use --no-status to draw the study without its states)") from None
-        dag.states = {row.name: row.state for row in rows}
+        dag.states = {row.name: str(row.state) for row in rows}
     return dag
 
 
-def _submitted(study_dir: Path, manifest: Mapping) -> bool:
+def _submitted(study: StudyDir) -> bool:
     """Submitted, or at least run in part: a ledger, the submit stamp or any node's marker file."""
-    if (study_dir / "jobs.tsv").exists() or (study_dir / ".maestro" / "submitted").exists():
+    if study.ledger_path.exists() or study.submission_lock() is not None:
         return True
-    return any((study_dir / f"{info['log']}.status").exists() for info in manifest["nodes"].values())
+    return any(study.has_markers(info) for info in study.manifest.nodes.values())
 
 
 # --- what to draw ---
@@ -311,26 +309,35 @@ def output_kind(fmt: Optional[str], out: Optional[Path]) -> str:
     return kind
 
 
+def size_warnings(drawing: Drawing, kind: str) -> List[str]:
+    """What the user should know about drawing this many vertices or edges."""
+    if kind in ("mermaid", "markdown") and len(drawing.edges) > MERMAID_MAX_EDGES:
+        return [f"{len(drawing.edges)} edges: Mermaid renderers refuse more than "
+                f"{MERMAID_MAX_EDGES} with their default maxEdges setting"]
+    if kind in IMAGES and len(drawing.vertices) > SLOW_LAYOUT:
+        return [f"Graphviz may take a long time to lay out {len(drawing.vertices)} vertices; "
+                f"drop --nodes for one vertex per step"]
+    return []
+
+
 def render_text(drawing: Drawing, kind: str, title: str) -> str:
     if kind in ("mermaid", "markdown"):
-        if len(drawing.edges) > MERMAID_MAX_EDGES:
-            print(f"warning: {len(drawing.edges)} edges: Mermaid renderers refuse more than "
-                  f"{MERMAID_MAX_EDGES} with their default maxEdges setting", file=sys.stderr)
         text = to_mermaid(drawing, title)
         return f"```mermaid\n{text}```\n" if kind == "markdown" else text
-    if kind in IMAGES and len(drawing.vertices) > SLOW_LAYOUT:
-        print(f"warning: Graphviz may take a long time to lay out {len(drawing.vertices)} vertices; "
-              f"drop --nodes for one vertex per step", file=sys.stderr)
     return to_dot(drawing, title)
 
 
-def write(dag: Dag, fmt: Optional[str], out: Optional[Path], every_node: bool) -> Tuple[Optional[str], Drawing]:
-    """Write the graph to ``out`` (atomically) or return its text for stdout; and what was drawn."""
+def write(dag: Dag, fmt: Optional[str], out: Optional[Path], every_node: bool,
+          warnings: Optional[List[str]] = None) -> Tuple[Optional[str], Drawing]:
+    """Write the graph to ``out`` (atomically) or return its text for stdout; and what was drawn.
+    Warnings about its size are appended to ``warnings``."""
     kind = output_kind(fmt, out)
     dot = shutil.which("dot") if kind in IMAGES else None
     if kind in IMAGES and not dot:      # checked before any work: nothing is half done
         raise GraphError(NO_GRAPHVIZ)
     drawing = expanded(dag) if every_node else collapsed(dag)
+    if warnings is not None:
+        warnings += size_warnings(drawing, kind)
     text = render_text(drawing, kind, dag.name)
     if out is None:
         return text, drawing
@@ -392,23 +399,22 @@ def check_directory_options(args) -> None:
                          f"(the directory was compiled already)")
 
 
-def draw(args, options_of, warn) -> int:
-    """Run `maestro graph`: ``options_of(args)`` gives the spec's compile Options, ``warn`` prints
-    the spec's warnings."""
+def draw(args, options_of) -> Tuple[str, List[str]]:
+    """`maestro graph`: the text for stdout (the graph, or what was written where) and the
+    warnings to show; ``options_of(args)`` gives the spec's compile Options."""
     target: Path = args.target
+    warnings: List[str] = []
     if target.is_dir():
         check_directory_options(args)
         dag = from_directory(target, with_status=not args.no_status)
     else:
         study = build_study(options_of(args))   # expands the parameters, writes nothing
-        warn(list(study.warnings))
+        warnings += study.warnings
         dag = from_study(study)
-    text, drawing = write(dag, args.format, args.out, args.nodes)
+    text, drawing = write(dag, args.format, args.out, args.nodes, warnings)
     if text is None:
-        print(f"wrote {args.out}: {len(drawing.vertices)} vertices, {len(drawing.edges)} edges")
-    else:
-        sys.stdout.write(text)
-    return 0
+        text = f"wrote {args.out}: {len(drawing.vertices)} vertices, {len(drawing.edges)} edges\n"
+    return text, warnings
 
 
 def target_positional(parser) -> None:

@@ -1,8 +1,10 @@
-"""Pass 4: order the nodes and check the plan is executable (no cycles, no shared workspaces)."""
+"""Pass 4: order the nodes, check they can run (no cycles, no shared workspaces), and plan the
+scheduler jobs: which nodes become job arrays and what each job waits for, from the backend's
+capabilities given as data."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 try:
     from graphlib import CycleError, TopologicalSorter
@@ -73,6 +75,48 @@ class Job:
     @property
     def root(self) -> bool:
         return not self.depends
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend's scheduler offers the planner."""
+
+    arrays: bool                     # job arrays with element-wise dependencies (aftercorr)
+    max_array_size: int = 1          # the scheduler's default limit; the cluster's may differ
+    directive_prefix: str = ""       # "#SBATCH": a cmd with such lines may change a node's header
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The scheduler jobs of a study, in submission order (parents first)."""
+
+    jobs: Tuple[Job, ...]
+
+    @property
+    def array_count(self) -> int:
+        return sum(1 for job in self.jobs if job.array)
+
+    @property
+    def largest_array(self) -> int:
+        return max((len(job.nodes) for job in self.jobs if job.array), default=0)
+
+
+def plan_jobs(nodes: Sequence[Node], capabilities: Capabilities, max_array_size: int,
+              array_key: Callable[[Node], Any]) -> Plan:
+    """Group ``nodes`` into jobs. A step becomes arrays of at most ``max_array_size`` tasks when
+    the backend has arrays and ``array_key`` (the shared header) is equal for all its nodes."""
+    if not capabilities.arrays or max_array_size < 2:
+        return Plan(group_jobs(nodes, 1, lambda members: False, arrays=False))
+    prefix = capabilities.directive_prefix
+
+    def same_header(members: Sequence[Node]) -> bool:
+        head = members[0]
+        if all(n.resources == head.resources and (n.restart is None) == (head.restart is None)
+               and not (prefix and prefix in n.cmd) for n in members):
+            return True   # equal inputs give equal headers: no need to build them here
+        first = array_key(head)
+        return all(array_key(n) == first for n in members[1:])
+    return Plan(group_jobs(nodes, max_array_size, same_header, True))
 
 
 def group_jobs(nodes: Sequence[Node], max_array: int, same_header: Callable[[Sequence[Node]], bool],

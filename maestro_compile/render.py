@@ -8,6 +8,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import jinja2
 
+from . import studydir
 from .errors import InstallError
 from .expand import make_safe
 from .model import File, Node, Rendered, Study
@@ -59,16 +60,15 @@ def log_base(node: Node) -> str:
 
 
 def manifest(study: Study, created: str, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """study.json: what submit, status and cancel read."""
+    """study.json: what submit, status, cancel, resubmit and graph read (description, created and
+    spec are there for people)."""
     data: Dict[str, Any] = {
-        "format": 1,
+        "format": studydir.FORMAT,
         "name": study.spec.name,
         "description": study.spec.description,
         "backend": study.backend,
         "created": created,
         "spec": study.spec.path.name,
-        "submit_script": "submit.sh",
-        "ledger": "jobs.tsv",
         "steps": {step: list(keys) for step, keys in study.used_parameters.items()},
         # built while study.json is written: 100,000 entries need not all be in memory at once
         "nodes": lambda: ((node.name, node_entry(node)) for node in study.nodes),
@@ -79,14 +79,15 @@ def manifest(study: Study, created: str, extra: Optional[Dict[str, Any]] = None)
 
 def node_entry(node: Node) -> Dict[str, Any]:
     return {"step": node.step, "workspace": node.workspace, "params": dict(node.params),
-            "depends": list(node.depends), "script": node.script, "log": log_base(node), "scheduled": True}
+            "depends": list(node.depends), "script": node.script, "log": log_base(node)}
 
 
-def render(study: Study, backend, created: str) -> Rendered:
+def render(study: Study, backend, plan, created: str) -> Rendered:
     """The study-level files and manifest now, the node scripts when asked for (by slices of
-    nodes, so that the emit pass can write them one at a time or from several processes)."""
+    nodes, so that the emit pass can write them one at a time or from several processes).
+    Pure: the same study, plan and time give the same files on any machine."""
     environment().get_template(f"{backend.name}/step.sh.j2")  # compiled once, before any worker starts
-    study_files, extra = backend.render_study(study)
+    study_files, extra = backend.render_study(study, plan)
 
     def node_files(start: int, stop: int) -> Iterator[Tuple[str, File]]:
         for node in study.nodes[start:stop]:

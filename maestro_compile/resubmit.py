@@ -7,20 +7,18 @@ nodes for, renders (through the study's backend) and runs, like `maestro submit`
 from __future__ import annotations
 
 import datetime
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Sequence, Set
 
+from . import runner
 from .backends import get_backend
 from .errors import StudyDirError, SubmitError
 from .schema import suggest
-from .status import TERMINAL, NodeStatus, collect, load_manifest
+from .states import ENDED, RERUN, Runtime, State
+from .status import NodeStatus, collect
+from .studydir import Manifest, StudyDir
 
-# end states whose node is run again; PREEMPTED (Slurm) is terminal for a job that was not requeued
-SEEDS = {"FAILED", "TIMEDOUT", "CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "UNKNOWN"}
-ENDED = TERMINAL | SEEDS
-LOCK = "resubmitting"        # .maestro/resubmitting, created by the script (noclobber)
 SHOWN = 10                   # node names listed in a message before "and N more"
 
 
@@ -28,47 +26,51 @@ SHOWN = 10                   # node names listed in a message before "and N more
 class Selection:
     names: List[str]          # the nodes to resubmit, in manifest (topological) order
     seeds: Set[str]           # those that failed, timed out or were cancelled themselves
-    states: Dict[str, str]    # every node's current state
+    states: Dict[str, State]  # every node's current state
 
 
 def resubmit(study_dir: Path, only: Sequence[str] = (), dry: bool = False, jobs: int = 1) -> str:
     """Resubmit (or with ``dry`` only describe) what needs to run again; return what to tell the user."""
-    study_dir = Path(study_dir).resolve()
-    manifest = load_manifest(study_dir)
-    backend = get_backend(manifest["backend"])
-    _check_no_lock(study_dir)
-    size = ledger_size(study_dir)   # before reading states: an append after it makes the script refuse
-    rows, runtime = collect(study_dir, backend)
-    if runtime.get("submitted_at") is None:
-        raise StudyDirError(f"{study_dir}: the study has not been submitted yet; use `maestro submit {study_dir}`")
+    study = StudyDir.open(Path(study_dir))
+    backend = get_backend(study.manifest.backend)
+    _check_no_lock(study)
+    size = study.ledger_size()   # before reading states: an append after it makes the script refuse
+    rows, runtime = collect(study, backend)
+    if not runtime.submitted:
+        raise StudyDirError(f"{study.path}: the study has not been submitted yet; use `maestro submit {study.path}`")
     _check_idle(rows, runtime, backend)
-    selection = select(manifest, rows, only)
+    selection = select(study.manifest, rows, only)
     if not selection.names:
         return _nothing(only)
     if dry:
-        return describe(selection, manifest) + "\n--dry: nothing was written or submitted"
-    number, path = _script_path(study_dir)
-    layout = {"study_name": manifest["name"], "number": number, "created": _now(), "ledger_size": size,
+        return describe(selection, study.manifest) + "\n--dry: nothing was written or submitted"
+    number, path = study.next_resubmit_script()
+    layout = {"study_name": study.manifest.name, "number": number, "created": _now(), "ledger_size": size,
               "node_count": len(selection.names), "counts": _counts(selection), "jobs_limit": jobs,
-              "logs": [manifest["nodes"][name]["log"] for name in selection.names]}
-    _write_new(path, backend.render_resubmit(study_dir, manifest, selection.names, layout))
-    output = backend.run_script(path, study_dir)
-    return f"{describe(selection, manifest)}\n{output}\nthe resubmission script is {path}"
+              "logs": [study.manifest.nodes[name].log for name in selection.names]}
+    study.write_new(path, backend.render_resubmit(study, selection.names, layout))
+    output = runner.run_script(path, study.path, ledger=study.ledger_path, env=_env(backend, study))
+    return f"{describe(selection, study.manifest)}\n{output}\nthe resubmission script is {path}"
+
+
+def _env(backend, study: StudyDir):
+    command_env = getattr(backend, "command_env", None)
+    return command_env(study) if command_env else None
 
 
 # --- checks ---
 
-def _check_no_lock(study_dir: Path) -> None:
-    lock = study_dir / ".maestro" / LOCK
-    if lock.exists():
-        raise SubmitError(f"another resubmission of {study_dir} is running (lock {lock}); "
+def _check_no_lock(study: StudyDir) -> None:
+    lock = study.resubmit_locked()
+    if lock:
+        raise SubmitError(f"another resubmission of {study.path} is running (lock {lock}); "
                           f"if none is, remove that file and try again")
 
 
-def _check_idle(rows: Sequence[NodeStatus], runtime: Mapping, backend) -> None:
+def _check_idle(rows: Sequence[NodeStatus], runtime: Runtime, backend) -> None:
     """Refuse while anything of the study may still run: its jobs would race the new ones."""
     busy = [row for row in rows
-            if row.state not in ENDED or (row.state == "UNKNOWN" and backend.may_still_run(row.name, runtime))]
+            if row.state not in ENDED or (row.state == State.UNKNOWN and backend.may_still_run(row.name, runtime))]
     if busy:
         listed = _names(f"{row.name} ({row.state})" for row in busy)
         raise SubmitError(f"cannot resubmit while {len(busy)} node(s) of the study are still pending or running: "
@@ -80,24 +82,24 @@ def _check_idle(rows: Sequence[NodeStatus], runtime: Mapping, backend) -> None:
 
 # --- selection ---
 
-def select(manifest: Mapping, rows: Sequence[NodeStatus], only: Sequence[str] = ()) -> Selection:
-    """Seeds (nodes in a SEEDS state, narrowed by ``only``) and every descendant of them."""
+def select(manifest: Manifest, rows: Sequence[NodeStatus], only: Sequence[str] = ()) -> Selection:
+    """Seeds (nodes in a RERUN state, narrowed by ``only``) and every descendant of them."""
     states = {row.name: row.state for row in rows}
-    seeds = [row.name for row in rows if row.state in SEEDS]
+    seeds = [row.name for row in rows if row.state in RERUN]
     if only:
         wanted = _check_only(manifest, only)
-        seeds = [name for name in seeds if name in wanted or manifest["nodes"][name]["step"] in wanted]
+        seeds = [name for name in seeds if name in wanted or manifest.nodes[name].step in wanted]
     chosen = descendants(manifest, seeds)
-    names = [name for name in manifest["nodes"] if name in chosen]
+    names = [name for name in manifest.nodes if name in chosen]
     _check_parents(manifest, names, chosen, states)
     return Selection(names=names, seeds=set(seeds), states=states)
 
 
-def descendants(manifest: Mapping, seeds: Iterable[str]) -> Set[str]:
+def descendants(manifest: Manifest, seeds: Iterable[str]) -> Set[str]:
     """``seeds`` and every node below them: one pass to build the child lists, one walk (linear)."""
     children: Dict[str, List[str]] = {}
-    for name, info in manifest["nodes"].items():
-        for parent in info["depends"]:
+    for name, info in manifest.nodes.items():
+        for parent in info.depends:
             children.setdefault(parent, []).append(name)
     chosen = set(seeds)
     stack = list(chosen)
@@ -109,9 +111,9 @@ def descendants(manifest: Mapping, seeds: Iterable[str]) -> Set[str]:
     return chosen
 
 
-def _check_only(manifest: Mapping, only: Sequence[str]) -> Set[str]:
-    nodes = manifest["nodes"]
-    steps = {info["step"] for info in nodes.values()}
+def _check_only(manifest: Manifest, only: Sequence[str]) -> Set[str]:
+    nodes = manifest.nodes
+    steps = {info.step for info in nodes.values()}
     for text in only:
         if text not in nodes and text not in steps:
             raise SubmitError(f"--only {text}: no step or node of this study is called '{text}'"
@@ -119,13 +121,13 @@ def _check_only(manifest: Mapping, only: Sequence[str]) -> Set[str]:
     return set(only)
 
 
-def _check_parents(manifest: Mapping, names: Sequence[str], chosen: Set[str], states: Mapping[str, str]) -> None:
+def _check_parents(manifest: Manifest, names: Sequence[str], chosen: Set[str], states: Dict[str, State]) -> None:
     """A resubmitted node waits only for resubmitted parents, so every other parent must have finished.
     Only --only can leave one out; running the node then would run it without its inputs."""
     problems: Dict[str, str] = {}
     for name in names:
-        for parent in manifest["nodes"][name]["depends"]:
-            if parent not in chosen and states[parent] != "FINISHED" and parent not in problems:
+        for parent in manifest.nodes[name].depends:
+            if parent not in chosen and states[parent] != State.FINISHED and parent not in problems:
                 problems[parent] = f"{parent} ({states[parent]}, parent of {name})"
     if problems:
         raise SubmitError(f"--only leaves out {len(problems)} node(s) that did not finish but are parents of "
@@ -135,12 +137,12 @@ def _check_parents(manifest: Mapping, names: Sequence[str], chosen: Set[str], st
 
 # --- output ---
 
-def describe(selection: Selection, manifest: Mapping) -> str:
+def describe(selection: Selection, manifest: Manifest) -> str:
     """The selection grouped by step, with counts; every node with its current state."""
     by_step: Dict[str, List[str]] = {}
     for name in selection.names:
-        by_step.setdefault(manifest["nodes"][name]["step"], []).append(name)
-    kept = sum(1 for state in selection.states.values() if state == "FINISHED")
+        by_step.setdefault(manifest.nodes[name].step, []).append(name)
+    kept = sum(1 for state in selection.states.values() if state == State.FINISHED)
     lines = [f"resubmitting {len(selection.names)} node(s) of {len(by_step)} step(s) ({_counts(selection)}); "
              f"{kept} finished node(s) are kept"]
     for step, names in by_step.items():
@@ -153,7 +155,8 @@ def _counts(selection: Selection) -> str:
     """"2 FAILED, 5 CANCELLED": the selected nodes by state, most frequent first."""
     counts: Dict[str, int] = {}
     for name in selection.names:
-        counts[selection.states[name]] = counts.get(selection.states[name], 0) + 1
+        state = str(selection.states[name])
+        counts[state] = counts.get(state, 0) + 1
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
@@ -169,33 +172,5 @@ def _names(items: Iterable[str]) -> str:
     return text + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
 
 
-# --- the script ---
-
-def ledger_size(study_dir: Path) -> int:
-    try:
-        return (study_dir / "jobs.tsv").stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
 def _now() -> str:
     return datetime.datetime.now().isoformat(timespec="seconds")
-
-
-def _script_path(study_dir: Path) -> Tuple[int, Path]:
-    """.maestro/resubmit-<K>.sh with K one more than the highest so far (earlier ones are kept)."""
-    state_dir = study_dir / ".maestro"
-    numbers = [int(path.stem.split("-", 1)[1]) for path in state_dir.glob("resubmit-*.sh")
-               if path.stem.split("-", 1)[1].isdigit()]
-    number = max(numbers, default=0) + 1
-    return number, state_dir / f"resubmit-{number}.sh"
-
-
-def _write_new(path: Path, text: str) -> None:
-    """Create the script; never over an existing one (a concurrent resubmit picked the same K)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755)
-    except FileExistsError:
-        raise SubmitError(f"{path} appeared meanwhile: another resubmission is running") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)

@@ -12,7 +12,6 @@ from .load import KeyPath, RawSpec, dotted
 from .model import GitDependency, Spec, StepSpec, Warnings
 
 TOKEN_PATTERN = r"^\$\(\w+\)$"
-BACKENDS = ("local", "slurm", "lsf", "flux")
 PRIORITIES = ("held", "minimal", "low", "medium", "high", "expedite", "expedited")
 
 
@@ -274,11 +273,12 @@ def _check_batch(raw: RawSpec, problems, warnings: Warnings) -> None:
         if key not in KNOWN_KEYS["batch"]:
             warnings.add(f"{raw.where(('batch', key))}: batch.{key}: unknown batch key is ignored"
                          f"{suggest(key, KNOWN_KEYS['batch'])}")
+    from .backends import BACKENDS   # the registry (here: the backends import this module)
     kind = batch.get("type", "local")
     if kind not in BACKENDS:
         problems.append((raw.line_of(("batch", "type")),
                          f"{raw.where(('batch', 'type'))}: batch.type: unknown scheduler {kind!r} "
-                         f"(expected one of {', '.join(BACKENDS)}){suggest(kind, BACKENDS)}"))
+                         f"(expected one of {', '.join(BACKENDS)}){suggest(kind, list(BACKENDS))}"))
     for key in ("shell", "host", "bank", "queue", "reservation", "qos", "uri", "version"):
         if key in batch and not isinstance(batch[key], (str, int, float)):
             problems.append((raw.line_of(("batch", key)), f"{raw.where(('batch', key))}: batch.{key}: "

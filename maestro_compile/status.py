@@ -1,4 +1,5 @@
-"""`maestro status`: rebuild every node's state from marker files, the ledger and the backend."""
+"""`maestro status`: every node's state, rebuilt from its marker files, the ledger and what the
+backend's scheduler (or the local runner) says. Reads the study directory through `studydir`."""
 from __future__ import annotations
 
 import csv
@@ -6,28 +7,31 @@ import io
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 from tabulate import tabulate
 
-from .errors import StudyDirError
+from .states import TERMINAL, Runtime, State
+from .studydir import StudyDir
 
 COLUMNS = ["Step Name", "Job ID", "Workspace", "State", "Run Time", "Elapsed Time", "Start Time",
            "Submit Time", "End Time", "Number Restarts"]
-TERMINAL = {"FINISHED", "FAILED", "TIMEDOUT", "CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL", "UNKNOWN"}
+JSON_SCHEMA = 1     # version of `status --json`'s layout (docs/cli.md); bumped on incompatible changes
 
 
 @dataclass
 class NodeStatus:
+    """One node as `maestro status` reports it."""
+
     name: str
     step: str
-    workspace: str
-    state: str = "INITIALIZED"
+    workspace: str                  # relative to the study directory
+    state: State = State.INITIALIZED
     reason: str = ""
     job_id: Optional[str] = None
-    submit: Optional[float] = None
+    submit: Optional[float] = None  # epoch seconds
     start: Optional[float] = None
     end: Optional[float] = None
     exit_code: Optional[int] = None
@@ -35,98 +39,52 @@ class NodeStatus:
     params: Dict[str, str] = field(default_factory=dict)
 
 
-def load_manifest(study_dir: Path) -> Dict[str, Any]:
-    path = Path(study_dir) / "study.json"
-    if not Path(study_dir).is_dir():
-        raise StudyDirError(f"{study_dir}: no such directory")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            manifest = json.load(handle)
-    except FileNotFoundError:
-        raise StudyDirError(f"{study_dir} is not a study directory (no study.json); "
-                            f"create one with `maestro compile SPEC`") from None
-    except (OSError, ValueError) as exc:
-        raise StudyDirError(f"{path}: cannot read the study manifest: {exc}") from None
-    if manifest.get("format") != 1 or "nodes" not in manifest:
-        raise StudyDirError(f"{path}: not a study manifest this version understands (format "
-                            f"{manifest.get('format')!r}, expected 1)")
-    return manifest
+def open_study(study: Union[StudyDir, Path, str]) -> StudyDir:
+    return study if isinstance(study, StudyDir) else StudyDir.open(Path(study))
 
 
-def read_markers(path: Path) -> Dict[str, str]:
-    """The KEY=VALUE lines a job appended; later lines win, START is counted (attempts)."""
-    markers: Dict[str, str] = {}
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                key, sep, value = line.rstrip("\n").partition("=")
-                if sep:
-                    if key == "START":
-                        markers["STARTS"] = str(int(markers.get("STARTS", "0")) + 1)
-                        for stale in ("END", "EXIT_CODE", "SIGNAL", "REQUEUE"):
-                            markers.pop(stale, None)
-                    if key == "RESTART":   # a restart run inside the same job (Flux)
-                        markers["STARTS"] = str(int(markers.get("STARTS", "0")) + 1)
-                    markers[key] = value
-    except OSError:
-        pass
-    return markers
-
-
-def read_ledger(study_dir: Path) -> Dict[str, Tuple[float, str, int]]:
-    """node -> (submit time, latest job id, number of submissions) from jobs.tsv."""
-    entries: Dict[str, Tuple[float, str, int]] = {}
-    try:
-        with open(study_dir / "jobs.tsv", encoding="utf-8") as handle:
-            for line in handle:
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) >= 3:
-                    previous = entries.get(parts[1])
-                    entries[parts[1]] = (float(parts[0]), parts[2], previous[2] + 1 if previous else 1)
-    except (OSError, ValueError):
-        pass
-    return entries
-
-
-def collect(study_dir: Path, backend=None,
-            manifest: Optional[Mapping[str, Any]] = None) -> Tuple[List[NodeStatus], Dict[str, Any]]:
+def collect(study: Union[StudyDir, Path, str], backend=None) -> Tuple[List[NodeStatus], Runtime]:
     """Every node's status, in the manifest's (topological) order, and the backend's runtime facts.
-    The backend defaults to the manifest's; pass a manifest already read to spare reading it again."""
-    study_dir = Path(study_dir).resolve()
-    manifest = manifest or load_manifest(study_dir)
+    The backend defaults to the manifest's."""
+    study = open_study(study)
     if backend is None:
-        from .backends import get_backend   # here: the backends import this module
-        backend = get_backend(manifest["backend"])
-    runtime = backend.runtime_state(study_dir, manifest)
-    ledger = read_ledger(study_dir)
+        from .backends import get_backend   # here: the backends import this module's neighbours
+        backend = get_backend(study.manifest.backend)
+    ledger = study.ledger(backend.job_id)
+    runtime = backend.runtime(study, ledger)
     rows = []
-    root = str(study_dir)
-    # the states found so far: parents come first (topological order), so a node's reason can
+    # states decided so far: parents come first (topological order), so a node's reason can
     # name a failed ancestor even when the scheduler's accounting has not recorded the failure yet
-    states: Dict[str, str] = runtime.setdefault("states", {})
-    for name, info in manifest["nodes"].items():
-        markers = read_markers(os.path.join(root, info["log"] + ".status"))
-        row = NodeStatus(name=name, step=info["step"], workspace=info["workspace"], params=dict(info["params"]))
-        if name in ledger:
-            row.submit, row.job_id, submissions = ledger[name]
+    for name, info in study.manifest.nodes.items():
+        markers = study.markers(info)
+        row = NodeStatus(name=name, step=info.step, workspace=info.workspace, params=dict(info.params))
+        entry = ledger.get(name)
+        if entry is not None:
+            row.submit, row.job_id = entry.submitted_at, entry.job_id
             # resubmissions (ledger lines) plus the restarts inside the latest attempt: its markers
             # start clean, `maestro resubmit` moves the previous attempt's aside
-            row.restarts = submissions - 1 + max(int(markers.get("STARTS", "1")), 1) - 1
+            row.restarts = entry.submissions - 1 + max(markers.starts, 1) - 1
         row.job_id = markers.get("JOB_ID", row.job_id)
         row.start = _number(markers.get("START"))
         row.end = _number(markers.get("END"))
-        if "EXIT_CODE" in markers:
-            row.exit_code = int(markers["EXIT_CODE"])
-        row.state, row.reason = backend.node_state(name, markers, name in ledger, runtime)
-        states[name] = row.state
+        row.exit_code = _integer(markers.get("EXIT_CODE"))
+        verdict = backend.judge(name, markers, entry is not None, runtime)
+        row.state, row.reason = verdict.state, verdict.reason
+        runtime.shown[name] = row.state
         rows.append(row)
-    del runtime["states"]   # only for the loop; not part of what status reports
     return rows, runtime
 
 
 def _number(text: Optional[str]) -> Optional[float]:
     try:
         return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def _integer(text: Optional[str]) -> Optional[int]:
+    try:
+        return int(text) if text else None
     except ValueError:
         return None
 
@@ -159,13 +117,13 @@ def table_rows(rows: List[NodeStatus], now: Optional[float] = None) -> List[List
     result = []
     for row in rows:
         run, elapsed = _times(row, now)
-        result.append([row.name, row.job_id or "--", row.workspace, row.state, _duration(run), _duration(elapsed),
+        result.append([row.name, row.job_id or "--", row.workspace, str(row.state), _duration(run), _duration(elapsed),
                        _clock(row.start), _clock(row.submit), _clock(row.end), str(row.restarts)])
     return result
 
 
-def _counts(rows: List[NodeStatus]) -> Dict[str, int]:
-    counts: Dict[str, int] = {}
+def _counts(rows: List[NodeStatus]) -> Dict[State, int]:
+    counts: Dict[State, int] = {}
     for row in rows:
         counts[row.state] = counts.get(row.state, 0) + 1
     return counts
@@ -205,14 +163,22 @@ def _simple_table(data: List[List[str]], headers: List[str]) -> str:
     return "\n".join([text(headers), "  ".join("-" * width for width in widths)] + [text(line) for line in data])
 
 
-def format_json(rows: List[NodeStatus], runtime: Mapping[str, Any]) -> str:
+def format_json(rows: List[NodeStatus], runtime: Runtime, study: StudyDir) -> str:
+    """`status --json`: a stable, documented layout (docs/cli.md) for scripts to read."""
     now = time.time()
     nodes = []
-    for row, cells in zip(rows, table_rows(rows, now)):
-        item = asdict(row)
-        item.update({"run_time": cells[4], "elapsed_time": cells[5]})
-        nodes.append(item)
-    return json.dumps({"nodes": nodes, "counts": _counts(rows), "runtime": dict(runtime)}, indent=1, default=str)
+    for row in rows:
+        run, elapsed = _times(row, now)
+        nodes.append({"name": row.name, "step": row.step, "state": str(row.state), "reason": row.reason,
+                      "job_id": row.job_id, "workspace": os.path.join(str(study.path), row.workspace),
+                      "params": row.params, "submit_time": row.submit, "start_time": row.start,
+                      "end_time": row.end, "run_seconds": run, "elapsed_seconds": elapsed,
+                      "restarts": row.restarts, "exit_code": row.exit_code})
+    document = {"schema": JSON_SCHEMA, "study": study.manifest.name, "backend": study.manifest.backend,
+                "directory": str(study.path), "submitted": runtime.submitted, "cancelled": runtime.cancelled,
+                "finished": finished(rows, runtime), "counts": {str(k): v for k, v in _counts(rows).items()},
+                "nodes": nodes}
+    return json.dumps(document, indent=1)
 
 
 def format_csv(rows: List[NodeStatus]) -> str:
@@ -225,6 +191,6 @@ def format_csv(rows: List[NodeStatus]) -> str:
     return out.getvalue()
 
 
-def finished(rows: List[NodeStatus], runtime: Mapping[str, Any]) -> bool:
+def finished(rows: List[NodeStatus], runtime: Runtime) -> bool:
     """True when nothing more will happen to the study."""
-    return all(row.state in TERMINAL for row in rows) or bool(runtime.get("runner_done"))
+    return all(row.state in TERMINAL for row in rows) or bool(runtime.runner_done)

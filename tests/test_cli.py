@@ -121,10 +121,10 @@ def test_validate_error(tmp_path, capsys):
     ["compile", "x.yaml", "--nope"],   # unknown option
     ["validate", "x.yaml", "-o", "d"],  # validate has no -o
 ])
-def test_usage_errors_exit_2(argv, capsys):
+def test_usage_errors_exit_64(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
-    assert info.value.code == 2
+    assert info.value.code == 64   # EX_USAGE: 2 is `run --wait`'s FAILURE
     assert "usage:" in capsys.readouterr().err
 
 
@@ -254,8 +254,7 @@ def test_study_json(tmp_path, capsys):
               "GREETING.Hi.NAME.Dwight"]
     assert list(manifest["nodes"]) == [f"hello_world_{c}" for c in combos] + [f"bye_world_{c}" for c in combos]
     for node in manifest["nodes"].values():
-        assert {"step", "workspace", "params", "depends", "script", "scheduled"} <= set(node)
-        assert isinstance(node["scheduled"], bool)
+        assert set(node) == {"step", "workspace", "params", "depends", "script", "log"}
         assert (out / node["script"]).is_file()
     bye = manifest["nodes"]["bye_world_GREETING.Ciao.NAME.Jim"]
     assert bye["step"] == "bye_world"
@@ -310,7 +309,7 @@ def test_subprocess_spec_error(tmp_path):
 
 def test_subprocess_usage_error(tmp_path):
     result = run_cli("compile")
-    assert result.returncode == 2
+    assert result.returncode == 64
     assert "usage:" in result.stderr and "Traceback" not in result.stderr
 
 

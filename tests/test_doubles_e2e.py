@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 import pytest
 
 import helpers
+from helpers import describe, workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -113,8 +114,6 @@ def wait_until(predicate: Callable[[], object], what: str, timeout: float = DEAD
     return helpers.wait_until(predicate, what, timeout, detail=detail)
 
 
-def describe(nodes: Mapping[str, dict]) -> str:
-    return "\n".join(f"  {name}: {n['state']} ({n['reason']}) job {n['job_id']}" for name, n in nodes.items())
 
 
 def ledger(study: Path, path: Optional[Path] = None) -> List[Tuple[str, str]]:
@@ -124,8 +123,6 @@ def ledger(study: Path, path: Optional[Path] = None) -> List[Tuple[str, str]]:
     return [tuple(line.split("\t")[1:3]) for line in path.read_text().splitlines() if line.strip()]
 
 
-def workspace(study: Path, node: dict) -> Path:
-    return study / node["workspace"]
 
 
 def processes() -> Dict[int, Tuple[int, str]]:
@@ -197,7 +194,7 @@ def test_hello_bye_sweep_chained_element_by_element(sched):
         assert (workspace(study, hello) / f"{greeting}_{name}.txt").read_text() == f"{greeting}, {name}!\n"
         bye = nodes[f"bye_world_GREETING.{greeting}.NAME.{name}"]
         assert (workspace(study, bye) / "bye.txt").read_text() == "Bye, World!\n"
-        assert bye["start"] >= hello["end"]
+        assert bye["start_time"] >= hello["end_time"]
 
 
 def test_size_sweep_funnel_waits_for_every_simulation(sched):
@@ -208,7 +205,7 @@ def test_size_sweep_funnel_waits_for_every_simulation(sched):
     with open(workspace(study, nodes["aggregate_results"]) / "summary.csv", newline="") as handle:
         rows = list(csv.reader(handle))
     assert sorted(row[0] for row in rows[1:]) == ["10", "100", "1000"]
-    assert nodes["aggregate_results"]["start"] >= max(nodes[n]["end"] for n in names[:3])
+    assert nodes["aggregate_results"]["start_time"] >= max(nodes[n]["end_time"] for n in names[:3])
 
 
 # --------------------------------------------------------------------------- failures
@@ -301,7 +298,7 @@ def test_timeout_with_restart_keeps_the_job_id_and_runs_the_restart_command(sche
     assert (workspace(study, nodes["slow"]) / "attempts.txt").read_text() == "first\nrestart\n"
     assert nodes["slow"]["restarts"] == 1
     assert dict(ledger(study)) == first_ids                       # same job, same id
-    assert nodes["after"]["start"] >= nodes["slow"]["end"]
+    assert nodes["after"]["start_time"] >= nodes["slow"]["end_time"]
 
 
 def test_timeout_without_restart_is_timedout_and_cancels_the_dependent(sched):
@@ -498,7 +495,7 @@ def test_lsf_throttle_runs_one_array_element_at_a_time(tmp_path):
         sched.submit(study)
         names = [f"{step}_X.{x}" for step in ("work", "post") for x in (1, 2, 3)]
         nodes = sched.wait_for(study, {name: "FINISHED" for name in names})
-        spans = sorted((nodes[f"work_X.{x}"]["start"], nodes[f"work_X.{x}"]["end"]) for x in (1, 2, 3))
+        spans = sorted((nodes[f"work_X.{x}"]["start_time"], nodes[f"work_X.{x}"]["end_time"]) for x in (1, 2, 3))
         for (_, previous_end), (next_start, _) in zip(spans, spans[1:]):
             assert next_start >= previous_end, f"throttled elements overlapped: {spans}"
     finally:

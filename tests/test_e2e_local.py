@@ -20,11 +20,12 @@ import sys
 import tarfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import pytest
 
 import helpers
+from helpers import maestro, ok, states, status
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -35,25 +36,12 @@ HAVE_PROC = Path("/proc/self/stat").exists()
 
 # --------------------------------------------------------------------------- helpers
 
-def maestro(*args, cwd: Optional[Path] = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run the CLI exactly as a user would (new interpreter, no shared state)."""
-    return subprocess.run([sys.executable, "-m", "maestro_compile", *map(str, args)], cwd=cwd,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
 
-def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, f"{result.args} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
 
 
-def status(study: Path) -> Dict[str, dict]:
-    """`maestro status --json`, as node name -> node record (in the CLI's order)."""
-    data = json.loads(ok(maestro("status", study, "--json")).stdout)
-    return {node["name"]: node for node in data["nodes"]}
 
 
-def states(study: Path) -> Dict[str, str]:
-    return {name: node["state"] for name, node in status(study).items()}
 
 
 def wait_until(predicate: Callable[[], object], what: str, timeout: float = DEADLINE, interval: float = 0.05):

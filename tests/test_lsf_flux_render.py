@@ -11,6 +11,8 @@ from maestro_compile.backends.flux import FluxBackend, parse_jobs_json
 from maestro_compile.backends.lsf import LsfBackend, parse_bhist, parse_bjobs_json
 from maestro_compile.cli import main
 from maestro_compile.compile import Options, build_study
+from maestro_compile.states import NativeStatus
+from helpers import study_files, study_manifest_extra
 
 F58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
@@ -94,7 +96,7 @@ def test_lsf_submit_chains_arrays_element_wise_and_funnels_on_whole_arrays(tmp_p
         run: {cmd: echo all, depends: [post_*]}
     global.parameters:"""), "    "))
     study = _study(tmp_path, body, "lsf", throttle=2)
-    files, manifest = LsfBackend().render_study(study)
+    files = study_files(LsfBackend(), study)
     submit = files["submit.sh"].text
     lines = [line for line in submit.splitlines() if line.startswith("submit ")]
     assert len(lines) == 3
@@ -137,10 +139,10 @@ def test_parse_bjobs_json_and_bhist():
     backend = LsfBackend()
     assert [backend.native_state(table[i]) for i in ("101", "102[1]", "102[2]")] == ["FINISHED", "FAILED", "PENDING"]
     assert backend.is_held(table["102[2]"])
-    assert backend.native_state(("EXIT", "TERM_RUNLIMIT: job killed after reaching LSF run time limit", "")) == \
+    assert backend.native_state(NativeStatus("EXIT", "TERM_RUNLIMIT: job killed after reaching LSF run time limit", "")) == \
         "TIMEDOUT"
-    assert backend.native_state(("EXIT", "TERM_OWNER: job killed by owner", "")) == "CANCELLED"
-    assert backend.blocked_by_parent(("EXIT", "TERM_ORPHAN_SYSTEM: orphan job", ""))
+    assert backend.native_state(NativeStatus("EXIT", "TERM_OWNER: job killed by owner", "")) == "CANCELLED"
+    assert backend.blocked_by_parent(NativeStatus("EXIT", "TERM_ORPHAN_SYSTEM: orphan job", ""))
     history = textwrap.dedent("""\
         Job <7>, User <u>, Project <default>, Command <#!/bin/bash>
         Mon Nov 21 10:00:00: Submitted from host <h>, to Queue <normal>, CWD <$HOME>;
@@ -167,7 +169,7 @@ def test_flux_directives_batch_and_submit_modes(tmp_path):
     assert "-t 10920s" in header and header[-1] == "--setattr=user.tag=x"
     post = next(n for n in study.nodes if n.step == "post")
     assert backend.mode(sim) == "batch" and backend.mode(post) == "submit"
-    submit = backend.render_study(study)[0]["submit.sh"].text
+    submit = study_files(backend, study)["submit.sh"].text
     post_line = next(line for line in submit.splitlines() if line.startswith("submit J3 "))
     # flux submit does not read directives: they are on its command line
     assert post_line.split()[3:8] == ["submit", "--job-name=post_X.1", "--output=post_X.1.out",
@@ -202,7 +204,7 @@ def test_flux_priority_becomes_the_urgency_a_root_is_released_to(tmp_path, prior
             description: d
             run: {{cmd: echo, priority: {json.dumps(priority)}}}
         """, "flux")
-    files, manifest = FluxBackend().render_study(study)
+    files, manifest = study_files(FluxBackend(), study), study_manifest_extra(FluxBackend(), study)
     submit = files["submit.sh"].text
     assert "export FLUX_URI=local:///run/flux/local" in submit and manifest["flux_uri"] == "local:///run/flux/local"
     if release is None:
@@ -223,7 +225,7 @@ def _f58(number):
 def test_submit_sh_decodes_every_flux_id_encoding(tmp_path, number):
     study = _study(tmp_path, "description: {name: s, description: d}\nstudy:\n"
                    "  - {name: a, description: d, run: {cmd: echo}}\n", "flux")
-    submit = FluxBackend().render_study(study)[0]["submit.sh"].text
+    submit = study_files(FluxBackend(), study)["submit.sh"].text
     function = re.search(r"^flux_id_to_dec\(\) \{.*?^\}$", submit, re.S | re.M).group(0)
     for text in (_f58(number), "f" + _f58(number)[1:], str(number), hex(number)):
         out = subprocess.run(["bash", "-c", function + '\nflux_id_to_dec "$1"', "x", text],

@@ -7,7 +7,6 @@ the backend maps that to.
 """
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -186,19 +185,15 @@ def test_slurm_held_and_blocked(name, held, blocked):
     assert {i for i, n in parsed.items() if backend.blocked_by_parent(n)} == blocked
 
 
-def test_max_array_size_from_recorded_scontrol(monkeypatch):
-    """max_array_size reads MaxArraySize out of the recorded `scontrol show config` lines."""
+def test_max_array_size_from_recorded_scontrol():
+    """MaxArraySize is read out of the recorded `scontrol show config` lines, with the command
+    the plan pass asks the runner to run (optional: a silent controller means "use the default")."""
     recorded = read("slurm", "scontrol-22.05-show-config.txt")
-    calls = []
-
-    def fake_run(argv, **kwargs):
-        calls.append(argv)
-        return subprocess.CompletedProcess(argv, 0, stdout=recorded, stderr="")
-
-    monkeypatch.setattr(slurm.shutil, "which", lambda name: "/usr/bin/" + name)
-    monkeypatch.setattr(slurm.subprocess, "run", fake_run)
-    assert SlurmBackend().max_array_size() == 100001
-    assert calls == [["scontrol", "show", "config"]]
+    backend = SlurmBackend()
+    assert backend.parse_max_array_size(recorded) == 100001
+    assert backend.parse_max_array_size("ClusterName = x\n") is None
+    command = backend.facts_command()
+    assert command.argv == ("scontrol", "show", "config") and command.optional and command.timeout <= 5
 
 
 # --- flux-core 0.88.0: flux jobs -a -c 0 --json IDS ---
@@ -341,3 +336,21 @@ def test_bhist_folded_file_is_folded_as_lsf_does():
     assert lines[exited + 1].startswith(" " * 21) and not lines[exited].rstrip().endswith(";")
     completed = next(i for i, line in enumerate(lines) if "TERM_RUNLIMIT" in line)
     assert lines[completed + 1].startswith(" " * 21 + " LSF run time limit.")
+
+
+def test_slurm_reason_is_shown_only_for_jobs_that_wait_or_never_ran():
+    """sacct keeps a task's last pending reason after it ran (recorded: "FAILED|JobArrayTaskLimit");
+    status shows a reason only where it explains something."""
+    from maestro_compile.states import NO_MARKERS, Runtime, State
+    parsed = slurm.parse_job_table(read("slurm", "sacct-22.05-array-finished.txt"))
+    stale = {job_id: n for job_id, n in parsed.items() if n.reason not in ("None", "")}
+    assert stale, "the recording has rows with a stale pending reason"
+    backend = SlurmBackend()
+    runtime = Runtime(submitted_at=1.0, jobs={job_id: n for job_id, n in parsed.items()},
+                      parents={job_id: () for job_id in parsed})
+    for job_id in stale:
+        verdict = backend.judge(job_id, NO_MARKERS, True, runtime)
+        assert verdict.state in (State.FINISHED, State.FAILED) and verdict.reason == "", (job_id, verdict)
+    held = slurm.parse_job_table(read("slurm", "sacct-22.05-held.txt"))
+    runtime = Runtime(submitted_at=1.0, jobs=dict(held), parents={job_id: () for job_id in held})
+    assert all(backend.judge(j, NO_MARKERS, True, runtime).reason.startswith("held") for j in held)

@@ -16,7 +16,8 @@ from typing import Dict, List
 
 import pytest
 
-from test_e2e_local import DEADLINE, Studies, gated, maestro, markers, ok, status, wait_for_end, wait_until
+from test_e2e_local import DEADLINE, Studies, gated, markers, wait_for_end, wait_until
+from helpers import maestro, ok, states
 
 CHAIN = """
     study:
@@ -68,8 +69,6 @@ def studies(tmp_path):
     registry.stop_all()
 
 
-def states(study: Path) -> Dict[str, str]:
-    return {name: node["state"] for name, node in status(study).items()}
 
 
 def runs(studies: Studies) -> List[str]:
@@ -304,7 +303,7 @@ def test_a_cancelled_study_is_resubmitted_and_no_longer_counts_as_cancelled(stud
     nodes = wait_for_end(study)
     assert {n: v["state"] for n, v in nodes.items()} == {"first": "FINISHED", "second": "FINISHED"}
     data = json.loads(ok(maestro("status", study, "--json")).stdout)
-    assert data["runtime"]["cancelled"] is False
+    assert data["cancelled"] is False
     assert len(list((study / ".maestro").glob("cancelled.*"))) == 1      # the record is kept
     assert runs(studies) == ["first", "first", "second"]
     # run by hand the runner's own way: a name the study does not have is refused
@@ -317,7 +316,7 @@ def test_a_cancelled_study_is_resubmitted_and_no_longer_counts_as_cancelled(stud
 
 # --------------------------------------------------------------------------- scale
 
-def wide_manifest(width: int) -> dict:
+def wide_manifest(width: int):
     """prepare -> work_i (width of them) -> post_i -> report (a funnel over every post_i)."""
     nodes = {"prepare": {"step": "prepare", "workspace": "prepare", "depends": [], "log": "prepare/prepare",
                          "script": "prepare/prepare.slurm.sh", "params": {}}}
@@ -328,7 +327,9 @@ def wide_manifest(width: int) -> dict:
                            "log": f"{step}/X.{i}/{name}", "script": f"{step}/X.{i}/{name}.slurm.sh"}
     nodes["report"] = {"step": "report", "workspace": "report", "depends": [f"post_X.{i}" for i in range(width)],
                        "log": "report/report", "script": "report/report.slurm.sh", "params": {}}
-    return {"name": "wide", "backend": "slurm", "nodes": nodes}
+    from maestro_compile.backends import BACKENDS
+    from maestro_compile.studydir import parse_manifest
+    return parse_manifest({"format": 1, "name": "wide", "backend": "slurm", "nodes": nodes}, "study.json", BACKENDS)
 
 
 def test_selection_is_linear_for_a_30k_node_study():
@@ -338,11 +339,11 @@ def test_selection_is_linear_for_a_30k_node_study():
     def timed(width: int) -> float:
         manifest = wide_manifest(width)
         # every other work node failed; its post node and the report were cancelled
-        rows = [NodeStatus(name, info["step"], info["workspace"],
+        rows = [NodeStatus(name, info.step, info.workspace,
                            state="FAILED" if name.startswith("work") and int(name.split(".")[1]) % 2 else
                            "CANCELLED" if name == "report" or (name.startswith("post") and int(name.split(".")[1]) % 2)
                            else "FINISHED")
-                for name, info in manifest["nodes"].items()]
+                for name, info in manifest.nodes.items()]
         started = time.perf_counter()
         selection = select(manifest, rows)
         took = time.perf_counter() - started
@@ -363,8 +364,8 @@ def test_only_may_not_leave_out_a_parent_that_did_not_finish():
     manifest = wide_manifest(3)
     states = {"work_X.1": "FAILED", "work_X.2": "FAILED", "post_X.1": "CANCELLED", "post_X.2": "CANCELLED",
               "report": "CANCELLED"}
-    rows = [NodeStatus(name, info["step"], info["workspace"], state=states.get(name, "FINISHED"))
-            for name, info in manifest["nodes"].items()]
+    rows = [NodeStatus(name, info.step, info.workspace, state=states.get(name, "FINISHED"))
+            for name, info in manifest.nodes.items()]
     assert select(manifest, rows, ["work"]).names == ["work_X.1", "post_X.1", "work_X.2", "post_X.2", "report"]
     with pytest.raises(SubmitError, match=r"post_X.2 \(CANCELLED, parent of report\)"):
         select(manifest, rows, ["work_X.1"])
@@ -373,15 +374,16 @@ def test_only_may_not_leave_out_a_parent_that_did_not_finish():
 def test_a_funnel_over_too_many_resubmitted_parents_is_refused_before_anything_is_written(tmp_path):
     from maestro_compile.backends import get_backend
     from maestro_compile.errors import SubmitError
+    from maestro_compile.studydir import StudyDir
     layout = {"study_name": "wide", "number": 1, "created": "now", "ledger_size": 0, "counts": "",
               "jobs_limit": 1}
 
     def render(width: int) -> str:
         manifest = wide_manifest(width)
-        names = [name for name in manifest["nodes"] if name != "prepare"]
-        return get_backend("slurm").render_resubmit(tmp_path, manifest, names,
+        names = [name for name in manifest.nodes if name != "prepare"]
+        return get_backend("slurm").render_resubmit(StudyDir(tmp_path, manifest), names,
                                                     dict(layout, node_count=len(names),
-                                                         logs=[manifest["nodes"][n]["log"] for n in names]))
+                                                         logs=[manifest.nodes[n].log for n in names]))
 
     text = render(2000)
     report = next(line for line in text.splitlines() if line.startswith("submit ") and " report " in line)

@@ -113,7 +113,7 @@ def test_resubmit_chains_the_failed_node_and_its_descendants_natively(sched):
     nodes = sched.wait_for(study, {name: "FINISHED" for name in FAILED_ONCE})
     assert sorted(runs(sched)) == sorted(["prepare", "work_1", "work_2", "post_1",
                                           "work_2", "post_2", "report"])
-    assert nodes["report"]["start"] >= nodes["post_X.2"]["end"] >= nodes["work_X.2"]["start"]
+    assert nodes["report"]["start_time"] >= nodes["post_X.2"]["end_time"] >= nodes["work_X.2"]["start_time"]
 
     # jobs.tsv keeps both attempts; status shows the latest id and one restart
     rows = ledger(study)

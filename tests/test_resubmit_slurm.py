@@ -103,7 +103,7 @@ def test_resubmit_brings_back_a_failed_array_task_and_its_descendants(studies):
 
     nodes = wait_for_states(study, {name: "FINISHED" for name in FAILED_ONCE})
     assert sorted(runs(spec_dir)) == sorted(["prepare", "work_1", "work_2", "work_2", "report", "final"])
-    assert nodes["report"]["start"] >= nodes["work_X.2"]["end"] and nodes["final"]["start"] >= nodes["report"]["end"]
+    assert nodes["report"]["start_time"] >= nodes["work_X.2"]["end_time"] and nodes["final"]["start_time"] >= nodes["report"]["end_time"]
 
     rows = ledger(study)
     assert rows[:len(first)] == first and [node for node, _ in rows[len(first):]] == AGAIN

@@ -154,32 +154,31 @@ def test_progress_line_only_on_a_terminal():
 
 def test_submission_progress_counts_the_ledger(tmp_path, monkeypatch):
     from io import StringIO
-    from maestro_compile.backends import base
-    from maestro_compile.backends.local import LocalBackend
+    from maestro_compile import runner
 
     class Terminal(StringIO):
         def isatty(self):
             return True
     screen = Terminal()
 
-    class Shown(base.Progress):
+    class Shown(runner.Progress):
         DELAY = 0.0
 
         def __init__(self, what):
             super().__init__(what, screen)
-    monkeypatch.setattr(base, "Progress", Shown)
+    monkeypatch.setattr(runner, "Progress", Shown)
     (tmp_path / "submit.sh").write_text(
         "for i in 1 2 3; do printf 'x\\tn%s\\tj%s\\n' $i $i >> jobs.tsv; sleep 0.6; done\necho queued 3\n")
-    assert LocalBackend().run_submit_script(tmp_path, nodes=3) == "queued 3"
+    assert runner.run_script(tmp_path / "submit.sh", tmp_path, ledger=tmp_path / "jobs.tsv", nodes=3) == "queued 3"
     assert "\rnodes queued: 2/3 (66%)" in screen.getvalue() or "\rnodes queued: 1/3 (33%)" in screen.getvalue()
 
 
 def test_failed_submission_reports_its_output(tmp_path):
-    from maestro_compile.backends.local import LocalBackend
+    from maestro_compile import runner
     from maestro_compile.errors import SubmitError
     (tmp_path / "submit.sh").write_text("echo partial; echo 'sbatch: error: no partition' >&2; exit 1\n")
     with pytest.raises(SubmitError, match="no partition"):
-        LocalBackend().run_submit_script(tmp_path, nodes=3)
+        runner.run_script(tmp_path / "submit.sh", tmp_path, nodes=3)
 
 
 def test_worker_count_follows_the_environment(monkeypatch):

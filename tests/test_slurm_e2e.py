@@ -17,7 +17,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tarfile
 import uuid
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 import pytest
 
 import helpers
+from helpers import describe, maestro, ok, states, status, workspace
 
 pytestmark = pytest.mark.slurm
 
@@ -38,34 +38,18 @@ ACTIVE = ("PENDING", "RUNNING", "FINISHED")   # states a node can have while its
 
 # --------------------------------------------------------------------------- helpers
 
-def maestro(*args, cwd: Optional[Path] = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the CLI exactly as a user would (new interpreter, no shared state)."""
-    return subprocess.run([sys.executable, "-m", "maestro_compile", *map(str, args)], cwd=cwd,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
 
-def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, f"{result.args} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 def run(argv: Sequence[str], timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(list(argv), capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
 
 
-def status(study: Path) -> Dict[str, dict]:
-    """`maestro status --json`, as node name -> node record (in the CLI's order)."""
-    data = json.loads(ok(maestro("status", study, "--json")).stdout)
-    return {node["name"]: node for node in data["nodes"]}
 
 
-def states(study: Path) -> Dict[str, str]:
-    return {name: node["state"] for name, node in status(study).items()}
 
 
-def describe(nodes: Mapping[str, dict]) -> str:
-    return "\n".join(f"  {name}: {node['state']} ({node['reason']}) job {node['job_id']}"
-                     for name, node in nodes.items())
 
 
 def wait_until(predicate: Callable[[], object], what: str, timeout: float = DEADLINE,
@@ -220,8 +204,6 @@ def studies(tmp_path, slurm_cluster):
     registry.stop_all()
 
 
-def workspace(study: Path, node: dict) -> Path:
-    return study / node["workspace"]
 
 
 def unique(prefix: str) -> str:
@@ -274,7 +256,7 @@ def test_hello_bye_runs_as_two_arrays_chained_with_aftercorr(studies):
         assert (workspace(study, hello_node) / f"{greeting}_{name}.txt").read_text() == f"{greeting}, {name}!\n"
         bye_node = nodes[f"bye_world_GREETING.{greeting}.NAME.{name}"]
         assert (workspace(study, bye_node) / "bye.txt").read_text() == "Bye, World!\n"
-        assert bye_node["start"] >= hello_node["end"], "task i of bye_world ran before task i of hello_world"
+        assert bye_node["start_time"] >= hello_node["end_time"], "task i of bye_world ran before task i of hello_world"
 
 
 # --------------------------------------------------------------------------- 2. the examples, status from sacct
@@ -344,7 +326,7 @@ def test_size_sweep_funnel_and_status_after_jobs_left_squeue(studies):
     assert table[0] == ["size", "estimate", "error"]
     assert [int(row[0]) for row in table[1:]] == sizes
     # the funnel waited for the whole sweep
-    assert aggregate["start"] >= max(nodes[f"run_simulation_SIZE.{n}"]["end"] for n in sizes)
+    assert aggregate["start_time"] >= max(nodes[f"run_simulation_SIZE.{n}"]["end_time"] for n in sizes)
 
     ids = [job_id for _, job_id in ledger(study)]
     wait_gone_from_squeue(ids)
@@ -698,7 +680,7 @@ def test_throttle_runs_one_array_task_at_a_time(studies):
     names = [f"{step}_X.{x}" for step in ("work", "post") for x in (1, 2, 3)]
     nodes = wait_all_finished(study, names)
 
-    spans = sorted((nodes[f"work_X.{x}"]["start"], nodes[f"work_X.{x}"]["end"]) for x in (1, 2, 3))
+    spans = sorted((nodes[f"work_X.{x}"]["start_time"], nodes[f"work_X.{x}"]["end_time"]) for x in (1, 2, 3))
     assert all(start is not None and end is not None for start, end in spans), spans
     for (_, previous_end), (next_start, _) in zip(spans, spans[1:]):
         assert next_start >= previous_end, f"throttled tasks overlapped: {spans}"

@@ -3,8 +3,9 @@ import textwrap
 
 import pytest
 
-from maestro_compile.backends.slurm import (SlurmBackend, expand_array_ids, parse_job_table,
-                                            walltime_seconds)
+from maestro_compile.backends.slurm import SlurmBackend, expand_array_ids, parse_job_table
+from helpers import study_files
+from maestro_compile.states import NO_MARKERS, NativeStatus, Runtime, State, Verdict
 from maestro_compile.compile import Options, build_study
 from maestro_compile.errors import CompileError
 from maestro_compile.plan import group_jobs
@@ -114,7 +115,7 @@ def test_arrays_split_at_the_size_limit(tmp_path):
 
 def test_submit_script_chains_and_holds(tmp_path):
     study = _study(tmp_path, GROUPS, throttle=2)
-    text = SlurmBackend().render_study_files(study)["submit.sh"].text
+    text = study_files(SlurmBackend(), study)["submit.sh"].text
     lines = [line for line in text.splitlines() if line.startswith("submit J")]
     assert lines[0].startswith("submit J0 build --hold -D ")
     assert '"--dependency=afterok:${J0}" --kill-on-invalid-dep=yes --array=0-1%2' in lines[1]
@@ -133,25 +134,19 @@ SACCT = """\
 
 def test_parse_sacct_parsable_output():
     table = parse_job_table(SACCT)
-    assert table["101"] == ("COMPLETED", "None", "0:0")
-    assert table["102_0"][0] == "FAILED"
-    assert [table[f"102_{i}"][0] for i in (1, 2, 3)] == ["PENDING"] * 3
+    assert table["101"] == NativeStatus("COMPLETED", "None", "0:0")
+    assert table["102_0"].state == "FAILED"
+    assert [table[f"102_{i}"].state for i in (1, 2, 3)] == ["PENDING"] * 3
     assert SlurmBackend().native_state(table["103"]) == "CANCELLED"
 
 
 def test_state_names_and_ids():
     backend = SlurmBackend()
-    assert [backend.native_state((s, "None", "0:0")) for s in ("COMPLETED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+    assert [backend.native_state(NativeStatus(s, "None", "0:0")) for s in ("COMPLETED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
                                               "CANCELLED by 1000", "REQUEUED", "WEIRD")] == \
         ["FINISHED", "TIMEDOUT", "OUT_OF_MEMORY", "NODE_FAIL", "CANCELLED", "PENDING", "UNKNOWN"]
     assert expand_array_ids("7_[0-2,5]") == ["7_0", "7_1", "7_2", "7_5"]
     assert expand_array_ids("7_3") == ["7_3"]
-
-
-@pytest.mark.parametrize("text,seconds", [("90", 5400), ("05:30", 330), ("01:00:00", 3600),
-                                          ("1-02", 93600), ("1-00:00:30", 86430), (45, 2700)])
-def test_walltime_seconds(text, seconds):
-    assert walltime_seconds(text) == seconds
 
 
 def test_launcher_error_names_file_line_and_key_and_validate_catches_it(tmp_path, capsys):
@@ -179,9 +174,10 @@ def test_cancelled_reason_names_an_ancestor_failed_by_its_markers_before_account
     """Accounting can record a dependent's cancellation before its parent's failure; the reason
     must follow the parent's state as status shows it (from its markers)."""
     backend = SlurmBackend()
-    runtime = {"submitted_at": 1.0, "cancelled": False,
-               "jobs": {"work": ("RUNNING", "None", "0:0"), "report": ("CANCELLED", "None", "0:0")},
-               "parents": {"work": [], "report": ["work"]}}
-    assert backend.node_state("report", {}, True, runtime) == ("CANCELLED", "")
-    runtime["states"] = {"work": "FAILED"}
-    assert backend.node_state("report", {}, True, runtime) == ("CANCELLED", "ancestor work failed")
+    runtime = Runtime(submitted_at=1.0,
+                      jobs={"work": NativeStatus("RUNNING", "None", "0:0"),
+                            "report": NativeStatus("CANCELLED", "None", "0:0")},
+                      parents={"work": (), "report": ("work",)})
+    assert backend.judge("report", NO_MARKERS, True, runtime) == Verdict(State.CANCELLED, "")
+    runtime.shown["work"] = State.FAILED
+    assert backend.judge("report", NO_MARKERS, True, runtime) == Verdict(State.CANCELLED, "ancestor work failed")

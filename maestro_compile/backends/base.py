@@ -1,22 +1,23 @@
-"""What every backend provides: rendering at compile time, submit/status/cancel at run time."""
+"""What every backend provides. At compile time: capabilities as data and pure rendering of the
+planned jobs. At run time: the arguments of the submit script, how to read what the scheduler
+says about each node, and how to cancel; `runner` starts every process, `studydir` reads every file."""
 from __future__ import annotations
 
 import abc
 import os
 import re
-import subprocess
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Pattern, Sequence, Tuple
 
-from ..errors import CompileError, SubmitError
+from ..errors import CompileError
 from ..expand import count
-from ..tokens import LAUNCHER_TOKEN
-
 from ..model import File, Node, Study
-from ..progress import Progress
+from ..plan import Capabilities, Plan
 from ..render import log_base, render_template
+from ..runner import Command
+from ..states import LedgerEntry, Markers, Runtime, Verdict
+from ..studydir import MARKER_SUFFIX, StudyDir
+from ..tokens import LAUNCHER_TOKEN
 
 
 @dataclass(frozen=True)
@@ -54,39 +55,19 @@ def parse_launcher(node: Node, bracket: Optional[str], where: str = "") -> Launc
     return LaunchRequest(want_nodes, want_procs, request.cores_per_task, request.gpus)
 
 
-def launcher_location(study: Study, node: Node, key: str) -> str:
-    """The "file:line: study[i].run.KEY: " prefix of a launcher error in ``node``'s step."""
+def step_location(study: Study, node: Node, key: str) -> str:
+    """The "file:line: study[i].run.KEY: " prefix of an error about ``key`` of ``node``'s step."""
     index = next(step.index for step in study.spec.steps if step.name == node.step)
     path = ("study", index, "run", key)
     return f"{study.spec.raw.where(path)}: study[{index}].run.{key}: "
 
 
-class _LineCounter:
-    """Lines in a file that only grows, reading each byte once however often it is asked."""
-
-    def __init__(self, path: Path):
-        self.path, self.offset, self.lines = path, 0, 0
-
-    def count(self) -> int:
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                new = handle.read()
-        except OSError:
-            return self.lines
-        self.offset += len(new)
-        self.lines += new.count(b"\n")
-        return self.lines
-
-
-def _read(handle) -> str:
-    handle.seek(0)
-    return handle.read().decode("utf-8", errors="replace")
-
-
 class Backend(abc.ABC):
     name = ""
     script_suffix = ".sh"
+    scheduler = ""                       # the scheduler's name for people
+    capabilities = Capabilities(arrays=False)
+    job_id: Pattern[str] = re.compile(r"[0-9]+")   # a job id in jobs.tsv
 
     # --- compile time (pure) ---
     def step_context(self, study: Study, node: Node) -> Dict[str, Any]:
@@ -98,11 +79,13 @@ class Backend(abc.ABC):
             "node": node,
             "workspace": os.path.join(str(study.directory), node.workspace),
             "script_name": "./" + node.script.rsplit("/", 1)[-1],
-            "status_file": os.path.join(str(study.directory), f"{base}.status"),
+            "status_file": os.path.join(str(study.directory), base + MARKER_SUFFIX),
             "cmd": self.expand_launcher(study, node, node.cmd, "cmd").rstrip("\n"),
             "restart": None,
             "retries": int(study.options.get("retries") or 0),
             "rlimit": int(study.options.get("rlimit", 1)),
+            "prefix": "",
+            "directives": [],
         }
 
     def render_step(self, study: Study, node: Node) -> str:
@@ -114,77 +97,57 @@ class Backend(abc.ABC):
         Errors about a bracket name the spec's file and line of that key."""
         if "$(LAUNCHER)" not in text:  # the common case; finding the spec line costs more than the check
             return text
-        where = launcher_location(study, node, key)
+        where = step_location(study, node, key)
         return LAUNCHER_TOKEN.sub(lambda m: self.launcher(study, node, parse_launcher(node, m.group(1), where)), text)
 
     def launcher(self, study: Study, node: Node, request: LaunchRequest) -> str:
         """The parallel launch prefix for ``request`` (empty: no launcher)."""
         return ""
 
+    def array_key(self, study: Study, node: Node) -> Any:
+        """What must be equal for nodes to share a job array (their shared header)."""
+        return None
+
+    def facts_command(self) -> Optional[Command]:
+        """A query of the cluster's own limits (MaxArraySize), run once by the plan pass; None: none."""
+        return None
+
+    def parse_max_array_size(self, text: str) -> Optional[int]:
+        """The largest job array the cluster allows, from facts_command's output (None: unknown)."""
+        return None
+
     @abc.abstractmethod
-    def render_study(self, study: Study) -> Tuple[Dict[str, File], Dict[str, Any]]:
+    def render_study(self, study: Study, plan: Plan) -> Tuple[Dict[str, File], Dict[str, Any]]:
         """Study-level files (submit.sh, ...) relative to the study directory, and the extra
         entries this backend adds to study.json."""
 
-    def render_study_files(self, study: Study) -> Dict[str, File]:
-        return self.render_study(study)[0]
-
     # --- run time ---
-    @abc.abstractmethod
-    def submit(self, study_dir: Path, manifest: Mapping[str, Any], jobs: int) -> str:
-        """Submit the study; return a short summary for the user."""
-
-    def run_submit_script(self, study_dir: Path, *args: str, nodes: int = 0) -> str:
-        """Run the study's submit.sh (the plain-bash product) and return what it printed."""
-        return self.run_script(study_dir / "submit.sh", study_dir, *args, nodes=nodes)
-
-    def run_script(self, script: Path, study_dir: Path, *args: str, nodes: int = 0) -> str:
-        """Run a submission script of the study (submit.sh, .maestro/resubmit-K.sh) in the study
-        directory and return what it printed; a failure raises SubmitError with its output.
-
-        With ``nodes``, a progress line on a terminal counts the lines the script appends to the
-        ledger (each job id is recorded the moment it is known)."""
-        argv = ["bash", str(script), *args]
-        ledger = _LineCounter(study_dir / "jobs.tsv")
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-                Progress("nodes queued") as progress:
-            child = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=str(study_dir))
-            while True:
-                try:
-                    child.wait(timeout=Progress.INTERVAL)
-                    break
-                except subprocess.TimeoutExpired:
-                    if nodes and progress.enabled:
-                        progress(ledger.count(), nodes)
-            stdout, stderr = (_read(handle) for handle in (out, err))
-        if child.returncode != 0:
-            raise SubmitError((stderr.strip() + "\n" + stdout.strip()).strip()
-                              or f"{script.name} exited {child.returncode}")
-        return stdout.strip()
+    def submit_args(self, jobs: int) -> List[str]:
+        """Arguments of submit.sh when `maestro submit` runs it."""
+        return []
 
     @abc.abstractmethod
-    def runtime_state(self, study_dir: Path, manifest: Mapping[str, Any]) -> Dict[str, Any]:
+    def runtime(self, study: StudyDir, ledger: Dict[str, LedgerEntry]) -> Runtime:
         """What the scheduler (or local runner) knows beyond the marker files."""
 
     @abc.abstractmethod
-    def node_state(self, name: str, markers: Mapping[str, str], in_ledger: bool, runtime: Mapping[str, Any]):
-        """(state, reason) of one node."""
+    def judge(self, name: str, markers: Markers, in_ledger: bool, runtime: Runtime) -> Verdict:
+        """The state of one node (and why), from its markers and the runtime facts."""
 
     @abc.abstractmethod
-    def cancel(self, study_dir: Path, manifest: Mapping[str, Any]) -> str:
+    def cancel(self, study: StudyDir) -> str:
         """Stop running work and prevent the rest; return a summary."""
 
     # --- maestro resubmit ---
     @abc.abstractmethod
-    def render_resubmit(self, study_dir: Path, manifest: Mapping[str, Any], names: Sequence[str],
-                        layout: Mapping[str, Any]) -> str:
+    def render_resubmit(self, study: StudyDir, names: Sequence[str], layout: Dict[str, Any]) -> str:
         """The text of .maestro/resubmit-<K>.sh, which submits the nodes ``names`` (in manifest
         order) again; ``layout`` holds the values of templates/base/resubmit.sh.j2."""
 
-    def activity(self, runtime: Mapping[str, Any]) -> Optional[str]:
+    def activity(self, runtime: Runtime) -> Optional[str]:
         """What of the study still runs beyond its nodes' states (resubmit waits for it), if anything."""
         return None
 
-    def may_still_run(self, name: str, runtime: Mapping[str, Any]) -> bool:
+    def may_still_run(self, name: str, runtime: Runtime) -> bool:
         """A node shown UNKNOWN whose job may in fact still run (resubmit refuses to replace it)."""
         return False

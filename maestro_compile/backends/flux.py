@@ -5,23 +5,23 @@ import json
 import math
 import os
 import shlex
-import subprocess
-from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from ..errors import SchedulerCommandError, SubmitError
+from ..errors import SubmitError
 from ..expand import count, make_safe
-from ..model import File, Node, Study
-from ..plan import Job, group_jobs
+from ..model import Node, Study
+from ..plan import Capabilities, Plan
+from ..runner import Command
+from ..states import NativeStatus, State
+from ..studydir import StudyDir
+from ..walltime import flux_duration
 from .base import LaunchRequest
-from .scheduled import ScheduledBackend, read_directives, run_command, sh, split_user_directives, truthy
-
-CHUNK = 500   # ids per `flux jobs` call
+from .scheduled import ScheduledBackend, Target, read_directives, sh, split_user_directives, truthy
 
 # `flux jobs` status (state, or result once inactive) -> our state
-STATES = {"NEW": "PENDING", "DEPEND": "PENDING", "PRIORITY": "PENDING", "SCHED": "PENDING",
-          "RUN": "RUNNING", "CLEANUP": "RUNNING", "COMPLETED": "FINISHED", "FAILED": "FAILED",
-          "CANCELED": "CANCELLED", "TIMEOUT": "TIMEDOUT"}
+STATES = {"NEW": State.PENDING, "DEPEND": State.PENDING, "PRIORITY": State.PENDING, "SCHED": State.PENDING,
+          "RUN": State.RUNNING, "CLEANUP": State.RUNNING, "COMPLETED": State.FINISHED, "FAILED": State.FAILED,
+          "CANCELED": State.CANCELLED, "TIMEOUT": State.TIMEDOUT}
 # Maestro's priority names -> Flux urgency (0-31; 16 is Flux's default). Maestro rejects "low" and
 # "expedited" although its schema allows them; here they mean 8 and 31.
 URGENCY = {"held": 0, "minimal": 1, "low": 8, "medium": 16, "high": 24, "expedite": 31, "expedited": 31}
@@ -75,6 +75,7 @@ class FluxBackend(ScheduledBackend):
     scheduler = "Flux"
     submit_command = "flux"
     cancel_command = "flux cancel"
+    capabilities = Capabilities(arrays=False)   # no job arrays: one job per node
 
     # --- compile time ---
     def launcher(self, study: Study, node: Node, request: LaunchRequest) -> str:
@@ -100,13 +101,13 @@ class FluxBackend(ScheduledBackend):
         wants_allocation = count(res.get("nodes")) or count(res.get("procs"))
         return "batch" if wants_allocation and res.get("nested", True) is not False else "submit"
 
-    def restarts_in_job(self, study: Study, node: Node) -> bool:
-        return node.restart is not None and bool(self.walltime(study, node))
+    def restarts_in_job(self, node: Node) -> bool:
+        return node.restart is not None and bool(node.walltime)
 
     def time_limit(self, study: Study, node: Node) -> Optional[int]:
         """The job's limit: the walltime, or room for every attempt when the restarts run inside."""
-        seconds = self.walltime(study, node)
-        if seconds and self.restarts_in_job(study, node):
+        seconds = node.walltime
+        if seconds and self.restarts_in_job(node):
             rlimit = int(study.options.get("rlimit", 1))
             return None if rlimit == 0 else seconds * (1 + rlimit) + 60
         return seconds
@@ -129,7 +130,7 @@ class FluxBackend(ScheduledBackend):
             lines.append("-x")
         limit = self.time_limit(study, node)
         if limit:
-            lines.append(f"-t {limit}s")
+            lines.append(f"-t {flux_duration(limit)}")
         if batch.get("queue"):
             lines.append(f"-q {one_word(batch['queue'])}")
         if batch.get("bank"):
@@ -143,31 +144,54 @@ class FluxBackend(ScheduledBackend):
         return ([f"--job-name={one_word(node.job_name)}", f"--output={base}.out", f"--error={base}.err"]
                 + self.shared_directives(study, node))
 
-    def array_directives(self, study: Study, job: Job, log: str) -> List[str]:
-        raise AssertionError("Flux has no job arrays")  # plan_jobs never makes one
-
-    def plan_jobs(self, study: Study) -> Tuple[Job, ...]:
-        return group_jobs(study.nodes, 1, lambda nodes: False, arrays=False)
-
     def step_context(self, study: Study, node: Node) -> Dict[str, Any]:
         context = super().step_context(study, node)
         context["mode"] = self.mode(node)
-        context["limit"] = self.walltime(study, node)
-        if not self.restarts_in_job(study, node):
+        context["limit"] = node.walltime
+        if not self.restarts_in_job(node):
             context["restart"] = None
         return context
 
-    def submit_args(self, study: Study, job: Job, script: str) -> List[str]:
-        node = job.nodes[0]
+    # --- submission ---
+    def node_facts(self, study: Study, node: Node) -> Dict[str, Any]:
+        """`flux batch` or `flux submit`, the urgency, and (submit) the directives to repeat."""
         mode = self.mode(node)
-        directives = self.node_directives(study, node) if mode == "submit" else []
-        return flux_args(mode, directives, urgency(node.resources.get("priority")), [d.job for d in job.depends],
-                         study.directory / node.workspace, study.directory / script)
+        return {"mode": mode, "urgency": urgency(node.resources.get("priority")),
+                "directives": self.node_directives(study, node) if mode == "submit" else []}
 
-    def job_extra(self, study: Study, job: Job) -> Dict[str, Any]:
-        return {"release": release_urgency(urgency(job.nodes[0].resources.get("priority")))}
+    def stored_facts(self, study: StudyDir, name: str) -> Dict[str, Any]:
+        known = study.manifest.get("flux_nodes")
+        if known is None:
+            raise SubmitError("this study was compiled by a version of maestro_compile without `maestro resubmit` "
+                              "for Flux (study.json has no flux_nodes); compile it again to resubmit it")
+        facts = {"mode": "submit", "urgency": None, **known.get(name, {})}
+        script = study.file(study.manifest.nodes[name].script)
+        directives = []
+        if facts["mode"] == "submit":   # flux submit does not read the script's header: repeat it
+            for text in read_directives(script, self.prefix):
+                try:
+                    directives += [sh(word) for word in shlex.split(text)]
+                except ValueError as exc:
+                    raise SubmitError(f"{script}: cannot read the directive '{self.prefix} {text}': {exc}") from None
+        return {**facts, "directives": directives}
 
-    # --- maestro resubmit ---
+    def job_args(self, target: Target, throttle: int) -> List[str]:
+        """`flux batch|submit` words for one job: held when it has no parents (released at the end of
+        the submit script), else chained with afterok on each parent's ${Jn}."""
+        facts = target.facts
+        args = [facts["mode"], *facts["directives"]]
+        if target.root:
+            args.append("--urgency=hold")
+        elif facts.get("urgency") is not None:
+            args.append(f"--urgency={facts['urgency']}")
+        args += [f"--dependency=afterok:${{J{d.job}}}" for d in target.depends]
+        return args + [f"--cwd={sh(target.workdir)}", sh(target.script)]
+
+    def release_value(self, target: Target) -> Optional[str]:
+        """The urgency a held root gets at release: its priority's, or none for priority `held`."""
+        wanted = target.facts.get("urgency")
+        return "default" if wanted is None else (None if wanted == 0 else str(wanted))
+
     def resubmit_facts(self, study: Study) -> Dict[str, Any]:
         """Per node, what its submission line needs beyond the script: `flux batch` or `flux submit`,
         and its urgency. Only nodes that differ from `submit` at the default urgency are listed."""
@@ -179,104 +203,46 @@ class FluxBackend(ScheduledBackend):
         return facts
 
     @staticmethod
-    def _facts(manifest: Mapping[str, Any], name: str) -> Dict[str, Any]:
-        if "flux_nodes" not in manifest:
-            raise SubmitError("this study was compiled by a version of maestro_compile without `maestro resubmit` "
-                              "for Flux (study.json has no flux_nodes); compile it again to resubmit it")
-        return {"mode": "submit", **manifest["flux_nodes"].get(name, {})}
-
-    def resubmit_args(self, study_dir: Path, manifest: Mapping[str, Any], name: str,
-                      parents: Sequence[int]) -> List[str]:
-        info, facts = manifest["nodes"][name], self._facts(manifest, name)
-        script = study_dir / info["script"]
-        directives = []
-        if facts["mode"] == "submit":   # flux submit does not read the script's header: repeat it
-            for text in read_directives(script, self.prefix):
-                try:
-                    directives += [sh(word) for word in shlex.split(text)]
-                except ValueError as exc:
-                    raise SubmitError(f"{script}: cannot read the directive '{self.prefix} {text}': {exc}") from None
-        return flux_args(facts["mode"], directives, facts.get("urgency"), parents, study_dir / info["workspace"],
-                         script)
-
-    def resubmit_job_extra(self, manifest: Mapping[str, Any], name: str) -> Dict[str, Any]:
-        return {"release": release_urgency(self._facts(manifest, name).get("urgency"))}
-
-    def resubmit_context(self, manifest: Mapping[str, Any]) -> Dict[str, Any]:
-        return {"uri": manifest.get("flux_uri")}
-
-    def submit_context(self, study: Study) -> Dict[str, Any]:
-        return {"uri": self.uri(study.spec.batch)}
-
-    @staticmethod
     def uri(batch: Mapping[str, Any]) -> Optional[str]:
         return batch.get("uri") or batch.get("flux_uri") or None
 
-    def render_study(self, study: Study) -> Tuple[Dict[str, File], Dict[str, Any]]:
-        files, extra = super().render_study(study)
+    def manifest_extra(self, study: Study, plan: Plan) -> Dict[str, Any]:
+        extra = super().manifest_extra(study, plan)
         uri = self.uri(study.spec.batch)
         if uri:
             extra["flux_uri"] = str(uri)
         extra["flux_nodes"] = self.resubmit_facts(study)
-        return files, extra
+        return extra
 
     # --- run time ---
-    def command_env(self, manifest: Mapping[str, Any]) -> Optional[Dict[str, str]]:
-        uri = manifest.get("flux_uri")
+    def command_env(self, study: StudyDir) -> Optional[Dict[str, str]]:
+        uri = study.manifest.get("flux_uri")
         return dict(os.environ, FLUX_URI=uri) if uri else None
 
-    def query(self, ids: Sequence[str], manifest: Mapping[str, Any]) -> Dict[str, Tuple[str, str, str]]:
-        """decimal job id -> (status, reason, return code), from `flux jobs -a --json`."""
-        result: Dict[str, Tuple[str, str, str]] = {}
-        env = self.command_env(manifest)
-        unique = sorted(set(ids), key=int)
-        for start in range(0, len(unique), CHUNK):
-            argv = ["flux", "jobs", "-a", "-c", "0", "--json", *unique[start:start + CHUNK]]
-            result.update(parse_jobs_json(_run(argv, env).stdout))
-        return result
+    def status_command(self, ids: Sequence[str], env: Optional[Dict[str, str]]) -> Command:
+        # ids the instance no longer knows (purged) are reported on stderr; the markers tell the rest
+        return Command(("flux", "jobs", "-a", "-c", "0", "--json", *ids), self.scheduler, partial=True,
+                       tolerate=("unknown",), env=env)
 
-    def native_state(self, native: Tuple[str, str, str]) -> str:
-        if native[0] == "FAILED" and self.blocked_by_parent(native):
-            return "CANCELLED"   # Flux fails a job whose dependency can never be satisfied
-        return STATES.get(native[0], "UNKNOWN")
+    def parse_status(self, text: str) -> Dict[str, NativeStatus]:
+        return parse_jobs_json(text)
 
-    def is_held(self, native: Tuple[str, str, str]) -> bool:
-        return native[1] == HELD
+    def native_state(self, native: NativeStatus) -> State:
+        if native.state == "FAILED" and self.blocked_by_parent(native):
+            return State.CANCELLED   # Flux fails a job whose dependency can never be satisfied
+        return STATES.get(native.state, State.UNKNOWN)
 
-    def blocked_by_parent(self, native: Tuple[str, str, str]) -> bool:
-        return native[1].startswith("dependency")
+    def is_held(self, native: NativeStatus) -> bool:
+        return native.reason == HELD
+
+    def blocked_by_parent(self, native: NativeStatus) -> bool:
+        return native.reason.startswith("dependency")
 
     def cancel_argv(self, ids: Sequence[str]) -> List[str]:
-        return ["flux", "cancel", *sorted(set(ids), key=int)]
+        return ["flux", "cancel", *ids]
 
 
-def flux_args(mode: str, directives: Sequence[str], wanted: Optional[int], parents: Sequence[int],
-              workdir: Path, script: Path) -> List[str]:
-    """`flux batch|submit` words for one job: held when it has no parents (released at the end of the
-    submit script), else chained with afterok on each parent's ${Jn}."""
-    args = [mode, *directives]
-    if not parents:
-        args.append("--urgency=hold")
-    elif wanted is not None:
-        args.append(f"--urgency={wanted}")
-    args += [f"--dependency=afterok:${{J{p}}}" for p in parents]
-    return args + [f"--cwd={sh(workdir)}", sh(script)]
-
-
-def release_urgency(wanted: Optional[int]) -> Optional[str]:
-    """The urgency a held root gets at release: its priority's, or none for priority `held`."""
-    return "default" if wanted is None else (None if wanted == 0 else str(wanted))
-
-
-def _run(argv: List[str], env: Optional[Dict[str, str]]) -> subprocess.CompletedProcess:
-    proc = run_command(argv, "Flux", env)
-    # ids the instance no longer knows (purged) are reported on stderr; the markers tell the rest
-    if proc.returncode != 0 and not proc.stdout.strip() and "unknown" not in proc.stderr.lower():
-        raise SchedulerCommandError(argv, proc.returncode, proc.stdout, proc.stderr)
-    return proc
-
-
-def parse_jobs_json(text: str) -> Dict[str, Tuple[str, str, str]]:
+def parse_jobs_json(text: str) -> Dict[str, NativeStatus]:
     """`flux jobs --json`: {"jobs": [...]} (or one job object when a single id was asked for)."""
     try:
         data = json.loads(text) if text.strip() else {}
@@ -293,5 +259,5 @@ def parse_jobs_json(text: str) -> Dict[str, Tuple[str, str, str]]:
         elif job.get("urgency") == 0 and status in ("DEPEND", "PRIORITY", "SCHED"):
             reason = HELD
         code = job.get("returncode")
-        result[str(job["id"])] = (status, reason, "" if code is None else str(code))
+        result[str(job["id"])] = NativeStatus(status, reason, "" if code is None else str(code))
     return result

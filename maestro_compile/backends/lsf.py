@@ -4,34 +4,29 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
-from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
-from ..errors import SchedulerCommandError
 from ..expand import count, make_safe
 from ..model import Node, Study
-from ..plan import Job
+from ..plan import Capabilities, Job
+from ..runner import Command
+from ..states import NativeStatus, State
+from ..walltime import lsf_limit
 from .base import LaunchRequest
-from .scheduled import ScheduledBackend, allocation, directive_value, run_command, sh, split_user_directives, truthy
+from .scheduled import ScheduledBackend, Target, allocation, directive_value, sh, split_user_directives, truthy
 
-CHUNK = 500   # ids per bjobs/bhist call
 FIELDS = "jobid jobindex stat exit_code exit_reason pend_reason"
 
 # bjobs STAT -> our state; EXIT is refined by its exit reason (TERM_*)
-STATES = {"PEND": "PENDING", "PSUSP": "PENDING", "PROV": "PENDING", "WAIT": "PENDING",
-          "RUN": "RUNNING", "USUSP": "SUSPENDED", "SSUSP": "SUSPENDED", "DONE": "FINISHED",
-          "EXIT": "FAILED", "ZOMBI": "CANCELLED", "UNKWN": "UNKNOWN"}
-EXIT_REASONS = {"TERM_RUNLIMIT": "TIMEDOUT", "TERM_DEADLINE": "TIMEDOUT", "TERM_MEMLIMIT": "OUT_OF_MEMORY",
-                "TERM_OWNER": "CANCELLED", "TERM_FORCE_OWNER": "CANCELLED", "TERM_ADMIN": "CANCELLED",
-                "TERM_FORCE_ADMIN": "CANCELLED", "TERM_ORPHAN_SYSTEM": "CANCELLED", "TERM_REQUEUE_OWNER": "PENDING",
-                "TERM_REQUEUE_ADMIN": "PENDING", "TERM_HOST": "NODE_FAIL", "TERM_LOAD": "NODE_FAIL"}
-
-
-def run_limit(seconds: int) -> str:
-    """bsub -W takes [hour:]minute: round the seconds up to whole minutes."""
-    minutes = math.ceil(seconds / 60)
-    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+STATES = {"PEND": State.PENDING, "PSUSP": State.PENDING, "PROV": State.PENDING, "WAIT": State.PENDING,
+          "RUN": State.RUNNING, "USUSP": State.SUSPENDED, "SSUSP": State.SUSPENDED, "DONE": State.FINISHED,
+          "EXIT": State.FAILED, "ZOMBI": State.CANCELLED, "UNKWN": State.UNKNOWN}
+EXIT_REASONS = {"TERM_RUNLIMIT": State.TIMEDOUT, "TERM_DEADLINE": State.TIMEDOUT,
+                "TERM_MEMLIMIT": State.OUT_OF_MEMORY, "TERM_OWNER": State.CANCELLED,
+                "TERM_FORCE_OWNER": State.CANCELLED, "TERM_ADMIN": State.CANCELLED,
+                "TERM_FORCE_ADMIN": State.CANCELLED, "TERM_ORPHAN_SYSTEM": State.CANCELLED,
+                "TERM_REQUEUE_OWNER": State.PENDING, "TERM_REQUEUE_ADMIN": State.PENDING,
+                "TERM_HOST": State.NODE_FAIL, "TERM_LOAD": State.NODE_FAIL}
 
 
 def warning_minutes(seconds: int) -> int:
@@ -52,6 +47,8 @@ class LsfBackend(ScheduledBackend):
     submit_command = "bsub"
     cancel_command = "bkill"
     first_task = 1          # LSF array indexes start at 1
+    capabilities = Capabilities(arrays=True, max_array_size=1000, directive_prefix=prefix)   # MAX_JOB_ARRAY_SIZE
+    job_id = re.compile(r"[0-9]+(?:\[[0-9]+\])?")
 
     # --- compile time ---
     def launcher(self, study: Study, node: Node, request: LaunchRequest) -> str:
@@ -85,9 +82,9 @@ class LsfBackend(ScheduledBackend):
             lines.append(f'-q "{directive_value(batch["queue"])}"')
         if batch.get("bank"):
             lines.append(f'-G "{directive_value(batch["bank"])}"')
-        seconds = self.walltime(study, node)
+        seconds = node.walltime
         if seconds:
-            lines.append(f"-W {run_limit(seconds)}")
+            lines.append(f"-W {lsf_limit(seconds)}")
         if truthy(res.get("exclusive", False)):
             lines.append("-x")
         reservation = res.get("reservation") or batch.get("reservation")
@@ -109,81 +106,66 @@ class LsfBackend(ScheduledBackend):
         spec = f"{array_name(job.step)}[1-{len(job.nodes)}]" + (f"%{throttle}" if throttle else "")
         return [f'-J "{spec}"', f"-o {log}", f"-e {log}"] + self.shared_directives(study, job.nodes[0])
 
-    def submit_args(self, study: Study, job: Job, script: str) -> List[str]:
+    def job_args(self, target: Target, throttle: int) -> List[str]:
+        """bsub's words for one job: held (-H) when it has no conditions (resumed at the end of the
+        submit script), else chained with -w and terminated by LSF (-ti) once a condition cannot be met.
+        An array's size and throttle are in its script's -J directive."""
         conditions = []
-        for dep in job.depends:
+        for dep in target.depends:
             if dep.kind == "aftercorr":
                 conditions.append(f"done(${{J{dep.job}}}[*])")     # element i waits for element i
             elif dep.task is not None:
                 conditions.append(f"done(${{J{dep.job}}}[{dep.task + 1}])")
             else:
                 conditions.append(f"done(${{J{dep.job}}})")
-        workdir = study.directory / (job.step if job.array else job.nodes[0].workspace)
-        return bsub_args(conditions, workdir, study.directory / script)
-
-    def resubmit_args(self, study_dir: Path, manifest: Mapping[str, Any], name: str,
-                      parents: Sequence[int]) -> List[str]:
-        info = manifest["nodes"][name]
-        return bsub_args([f"done(${{J{p}}})" for p in parents], study_dir / info["workspace"],
-                         study_dir / info["script"])
+        args = ["-H"] if not conditions else ["-w", '"' + " && ".join(conditions) + '"', "-ti"]
+        return args + ["-cwd", sh(target.workdir), "<", sh(target.script)]
 
     # --- status ---
-    def query(self, ids: Sequence[str], manifest: Mapping[str, Any]) -> Dict[str, Tuple[str, str, str]]:
-        """ledger id (123 or 123[4]) -> (STAT, exit or pending reason, exit code): bjobs, then bhist."""
-        bases = sorted({i.split("[")[0] for i in ids}, key=int)
-        result: Dict[str, Tuple[str, str, str]] = {}
-        for start in range(0, len(bases), CHUNK):
-            chunk = bases[start:start + CHUNK]
-            found = parse_bjobs_json(_run(["bjobs", "-a", "-o", FIELDS, "-json", *chunk]).stdout)
-            result.update(found)
-            known = {job_id.split("[")[0] for job_id in found}
-            missing = [base for base in chunk if base not in known]
-            if missing:
-                # older than CLEAN_PERIOD: mbatchd forgot them, the event log still has them
-                result.update(parse_bhist(_run(["bhist", "-l", "-n", "0", *missing]).stdout))
-        return result
+    def query_id(self, job_id: str) -> str:
+        return job_id.split("[")[0]
 
-    def native_state(self, native: Tuple[str, str, str]) -> str:
-        stat, reason = native[0], native[1]
-        if stat == "EXIT":
+    def status_command(self, ids: Sequence[str], env: Optional[Dict[str, str]]) -> Command:
+        # bjobs exits non-zero when some ids are unknown, and still answers for the others
+        return Command(("bjobs", "-a", "-o", FIELDS, "-json", *ids), self.scheduler, partial=True,
+                       tolerate=("not found",))
+
+    def parse_status(self, text: str) -> Dict[str, NativeStatus]:
+        return parse_bjobs_json(text)
+
+    def fallback_command(self, ids: Sequence[str], env: Optional[Dict[str, str]]) -> Optional[Command]:
+        # older than CLEAN_PERIOD: mbatchd forgot them, the event log still has them
+        return Command(("bhist", "-l", "-n", "0", *ids), self.scheduler, partial=True, tolerate=("not found",))
+
+    def parse_fallback(self, text: str) -> Dict[str, NativeStatus]:
+        return parse_bhist(text)
+
+    def native_state(self, native: NativeStatus) -> State:
+        if native.state == "EXIT":
             for term, state in EXIT_REASONS.items():
-                if term in reason:
+                if term in native.reason:
                     return state
-        return STATES.get(stat, "UNKNOWN")
+        return STATES.get(native.state, State.UNKNOWN)
 
-    def is_held(self, native: Tuple[str, str, str]) -> bool:
-        return native[0] == "PSUSP"
+    def is_held(self, native: NativeStatus) -> bool:
+        return native.state == "PSUSP"
 
-    def blocked_by_parent(self, native: Tuple[str, str, str]) -> bool:
-        return "TERM_ORPHAN" in native[1] or "ependency" in native[1]
+    def blocked_by_parent(self, native: NativeStatus) -> bool:
+        return "TERM_ORPHAN" in native.reason or "ependency" in native.reason
 
     def cancel_argv(self, ids: Sequence[str]) -> List[str]:
-        return ["bkill", *sorted({i.split("[")[0] for i in ids}, key=int)]
+        return ["bkill", *ids]
 
-    def may_still_run(self, name: str, runtime: Mapping[str, Any]) -> bool:
-        native = runtime["jobs"].get(name)
-        return bool(native) and native[0] == "UNKWN"   # mbatchd lost the host; the job may go on
-
-
-def bsub_args(conditions: Sequence[str], workdir: Path, script: Path) -> List[str]:
-    """bsub's words for one job: held (-H) when it has no conditions (resumed at the end of the
-    submit script), else chained with -w and terminated by LSF (-ti) once a condition cannot be met."""
-    args = ["-H"] if not conditions else ["-w", '"' + " && ".join(conditions) + '"', "-ti"]
-    return args + ["-cwd", sh(workdir), "<", sh(script)]
-
-
-def _run(argv: List[str]) -> subprocess.CompletedProcess:
-    proc = run_command(argv, "LSF")
-    if proc.returncode != 0 and not proc.stdout.strip() and "not found" not in proc.stderr:
-        raise SchedulerCommandError(argv, proc.returncode, proc.stdout, proc.stderr)
-    return proc
+    def may_still_run(self, name: str, runtime) -> bool:
+        native = runtime.jobs.get(name)
+        return bool(native) and native.state == "UNKWN"   # mbatchd lost the host; the job may go on
 
 
 def _ledger_id(job_id: str, index: str) -> str:
     return f"{job_id}[{index}]" if index not in ("", "0", "-") else job_id
 
 
-def parse_bjobs_json(text: str) -> Dict[str, Tuple[str, str, str]]:
+def parse_bjobs_json(text: str) -> Dict[str, NativeStatus]:
     """`bjobs -o "..." -json`: {"RECORDS": [{"JOBID": ..., "JOBINDEX": ..., "STAT": ...}]}."""
     try:
         records = json.loads(text).get("RECORDS", []) if text.strip() else []
@@ -194,12 +176,12 @@ def parse_bjobs_json(text: str) -> Dict[str, Tuple[str, str, str]]:
         if "ERROR" in record or not record.get("JOBID"):
             continue  # an id bjobs does not know (any more)
         reason = record.get("EXIT_REASON") or record.get("PEND_REASON") or ""
-        result[_ledger_id(str(record["JOBID"]), str(record.get("JOBINDEX", "")))] = (
+        result[_ledger_id(str(record["JOBID"]), str(record.get("JOBINDEX", "")))] = NativeStatus(
             record.get("STAT", ""), reason.strip(), str(record.get("EXIT_CODE", "")).strip())
     return result
 
 
-def parse_bhist(text: str) -> Dict[str, Tuple[str, str, str]]:
+def parse_bhist(text: str) -> Dict[str, NativeStatus]:
     """`bhist -l`: per "Job <ID>" or "Job <ID[i]>" block, how it ended."""
     result = {}
     blocks = re.split(r"(?m)^(?=Job <)", text)
@@ -212,12 +194,12 @@ def parse_bhist(text: str) -> Dict[str, Tuple[str, str, str]]:
         reason = term.group(0) if term else ""
         exited = re.search(r"Exited with exit code (\d+)", flat)
         if "Done successfully" in flat:
-            native = ("DONE", "", "0")
+            native = NativeStatus("DONE", "", "0")
         elif exited or "Exited" in flat or "Completed <exit>" in flat:
-            native = ("EXIT", reason, exited.group(1) if exited else "")
+            native = NativeStatus("EXIT", reason, exited.group(1) if exited else "")
         elif "Starting" in flat or "Dispatched" in flat:
-            native = ("RUN", "", "")
+            native = NativeStatus("RUN", "", "")
         else:
-            native = ("PEND", reason, "")
+            native = NativeStatus("PEND", reason, "")
         result[_ledger_id(head.group(1), head.group(2) or "")] = native
     return result

@@ -2,53 +2,30 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
-from ..errors import SchedulerCommandError
 from ..expand import count, make_safe
 from ..model import Node, Study
-from ..plan import Job
+from ..plan import Capabilities, Job
+from ..runner import Command
+from ..states import NativeStatus, State
+from ..walltime import slurm_time
 from .base import LaunchRequest
-from .scheduled import ScheduledBackend, allocation, directive_value, run_command, sh, split_user_directives, truthy
+from .scheduled import ScheduledBackend, Target, allocation, directive_value, sh, split_user_directives, truthy
 
 DEFAULT_MAX_ARRAY = 1001   # Slurm's default MaxArraySize (slurm.conf)
-CHUNK = 500                # ids per sacct/squeue call (argument length, slurmdbd load)
 
 # sacct/squeue state -> our state; "CANCELLED by 123" is matched on its first word
 STATES = {
-    "PENDING": "PENDING", "REQUEUED": "PENDING", "REQUEUE_HOLD": "PENDING", "REQUEUE_FED": "PENDING",
-    "CONFIGURING": "PENDING", "RESV_DEL_HOLD": "PENDING",
-    "RUNNING": "RUNNING", "COMPLETING": "RUNNING", "STAGE_OUT": "RUNNING", "SIGNALING": "RUNNING",
-    "RESIZING": "RUNNING", "SUSPENDED": "SUSPENDED", "STOPPED": "SUSPENDED",
-    "COMPLETED": "FINISHED", "FAILED": "FAILED", "SPECIAL_EXIT": "FAILED", "REVOKED": "CANCELLED",
-    "TIMEOUT": "TIMEDOUT", "DEADLINE": "TIMEDOUT", "CANCELLED": "CANCELLED", "PREEMPTED": "PREEMPTED",
-    "OUT_OF_MEMORY": "OUT_OF_MEMORY", "NODE_FAIL": "NODE_FAIL", "BOOT_FAIL": "NODE_FAIL",
+    "PENDING": State.PENDING, "REQUEUED": State.PENDING, "REQUEUE_HOLD": State.PENDING,
+    "REQUEUE_FED": State.PENDING, "CONFIGURING": State.PENDING, "RESV_DEL_HOLD": State.PENDING,
+    "RUNNING": State.RUNNING, "COMPLETING": State.RUNNING, "STAGE_OUT": State.RUNNING,
+    "SIGNALING": State.RUNNING, "RESIZING": State.RUNNING, "SUSPENDED": State.SUSPENDED,
+    "STOPPED": State.SUSPENDED, "COMPLETED": State.FINISHED, "FAILED": State.FAILED,
+    "SPECIAL_EXIT": State.FAILED, "REVOKED": State.CANCELLED, "TIMEOUT": State.TIMEDOUT,
+    "DEADLINE": State.TIMEDOUT, "CANCELLED": State.CANCELLED, "PREEMPTED": State.PREEMPTED,
+    "OUT_OF_MEMORY": State.OUT_OF_MEMORY, "NODE_FAIL": State.NODE_FAIL, "BOOT_FAIL": State.NODE_FAIL,
 }
-
-
-def walltime_seconds(value: Any) -> Optional[int]:
-    """Slurm --time: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS (sbatch.1)."""
-    if value in (None, ""):
-        return None
-    text = str(value).strip()
-    days = 0
-    if "-" in text:
-        day_text, text = text.split("-", 1)
-        days = int(day_text) if day_text.isdigit() else 0
-        parts = [int(p) for p in text.split(":") if p.isdigit()]
-        parts += [0] * (3 - len(parts))
-        return days * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
-    parts = [int(p) for p in text.split(":") if p.isdigit()]
-    if len(parts) == 1:
-        return parts[0] * 60
-    if len(parts) == 2:
-        return parts[0] * 60 + parts[1]
-    if len(parts) == 3:
-        return parts[0] * 3600 + parts[1] * 60 + parts[2]
-    return None
 
 
 def warning_seconds(limit: int) -> int:
@@ -63,6 +40,8 @@ class SlurmBackend(ScheduledBackend):
     scheduler = "Slurm"
     submit_command = "sbatch"
     cancel_command = "scancel"
+    capabilities = Capabilities(arrays=True, max_array_size=DEFAULT_MAX_ARRAY, directive_prefix=prefix)
+    job_id = re.compile(r"[0-9]+(?:_[0-9]+)?")
 
     def launcher(self, study: Study, node: Node, request: LaunchRequest) -> str:
         words = ["srun"]
@@ -73,6 +52,12 @@ class SlurmBackend(ScheduledBackend):
         if request.cores_per_task:
             words += ["-c", str(request.cores_per_task)]
         return " ".join(words)
+
+    def array_directives(self, study: Study, job: Job, log: str) -> List[str]:
+        # the description may differ per node (parameters); the array carries the step's own text
+        description = next(s.description for s in study.spec.steps if s.name == job.step)
+        return ([f'--job-name="{directive_value(job.step)}"', f"--output={log}", "--open-mode=append",
+                 f'--comment="{directive_value(description)}"'] + self.shared_directives(study, job.nodes[0]))
 
     def resource_directives(self, study: Study, node: Node) -> List[str]:
         """The directives every node of a step shares (an array needs them identical)."""
@@ -88,9 +73,8 @@ class SlurmBackend(ScheduledBackend):
         for key, option in (("queue", "partition"), ("bank", "account")):
             if batch.get(key):
                 lines.append(f'--{option}="{directive_value(batch[key])}"')
-        walltime = res.get("walltime")
-        if walltime not in (None, ""):
-            lines.append(f'--time="{directive_value(walltime)}"')
+        if node.walltime:
+            lines.append(f"--time={slurm_time(node.walltime)}")
         if count(res.get("gpus")):
             lines.append(f"--gres=gpu:{count(res.get('gpus'))}")
         if truthy(res.get("exclusive", False)):
@@ -99,10 +83,9 @@ class SlurmBackend(ScheduledBackend):
             value = res.get(key) or batch.get(key)
             if value:
                 lines.append(f'--{key}="{directive_value(value)}"')
-        seconds = walltime_seconds(walltime)
-        if node.restart is not None and seconds:
+        if node.restart is not None and node.walltime:
             # USR1 to the batch shell ahead of the limit; the script then requeues itself
-            lines += ["--requeue", "--open-mode=append", f"--signal=B:USR1@{warning_seconds(seconds)}"]
+            lines += ["--requeue", "--open-mode=append", f"--signal=B:USR1@{warning_seconds(node.walltime)}"]
         lines += split_user_directives(node.cmd, self.prefix)[0]
         return lines
 
@@ -111,92 +94,72 @@ class SlurmBackend(ScheduledBackend):
         return ([f'--job-name="{directive_value(node.job_name)}"', f"--output={base}.out", f"--error={base}.err",
                  f'--comment="{directive_value(node.description)}"'] + self.shared_directives(study, node))
 
-    def array_directives(self, study: Study, job: Job, log: str) -> List[str]:
-        # the description may differ per node (parameters); the array carries the step's own text
-        description = next(s.description for s in study.spec.steps if s.name == job.step)
-        return ([f'--job-name="{directive_value(job.step)}"', f"--output={log}", "--open-mode=append",
-                 f'--comment="{directive_value(description)}"'] + self.shared_directives(study, job.nodes[0]))
+    # --- cluster facts, read once at compile time (before rendering) ---
+    def facts_command(self) -> Optional[Command]:
+        # a login node cut off from slurmctld would make scontrol retry for a minute
+        return Command(("scontrol", "show", "config"), self.scheduler, optional=True, timeout=5)
 
-    def max_array_size(self) -> int:
-        """The cluster's MaxArraySize when scontrol is here, else Slurm's default."""
-        if not shutil.which("scontrol"):
-            return DEFAULT_MAX_ARRAY
-        try:
-            # a login node cut off from slurmctld would make scontrol retry for a minute
-            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=5).stdout
-        except (OSError, subprocess.SubprocessError):
-            return DEFAULT_MAX_ARRAY
-        match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
-        return int(match.group(1)) if match else DEFAULT_MAX_ARRAY
+    def parse_max_array_size(self, text: str) -> Optional[int]:
+        match = re.search(r"^MaxArraySize\s*=\s*(\d+)", text, re.M)
+        return int(match.group(1)) if match else None
+
+    # --- submission ---
+    def job_args(self, target: Target, throttle: int) -> List[str]:
+        """sbatch's words for one job: held when it has no dependencies (released at the end of the
+        submit script), else chained and cancelled by Slurm once a dependency can no longer be met."""
+        if target.root:
+            args = ["--hold"]
+        else:
+            args = [f'"--dependency={dependency_list(target)}"', "--kill-on-invalid-dep=yes"]
+        if target.array:
+            args.append(f"--array=0-{len(target.nodes) - 1}" + (f"%{throttle}" if throttle else ""))
+        return args + ["-D", sh(target.workdir), sh(target.script)]
 
     # --- status ---
-    def query(self, ids: Sequence[str], manifest: Mapping[str, Any]) -> Dict[str, Tuple[str, str, str]]:
-        """job id (123 or 123_4) -> (native state, reason, exit code), from sacct or squeue."""
-        bases = sorted({i.split("_")[0] for i in ids}, key=int)
-        result: Dict[str, Tuple[str, str, str]] = {}
-        for start in range(0, len(bases), CHUNK):
-            chunk = bases[start:start + CHUNK]
-            proc = _run(["sacct", "-X", "-P", "-n", "-j", ",".join(chunk), "--format=JobID,State,Reason,ExitCode"])
-            found = parse_job_table(proc.stdout) if proc.returncode == 0 else {}
-            result.update(found)
-            # accounting lags a second or so behind submission, and may be disabled: ask squeue
-            known = {job_id.split("_")[0] for job_id in found}
-            missing = [base for base in chunk if base not in known]
-            if missing:
-                result.update(self._squeue(missing))
-        return result
+    def query_id(self, job_id: str) -> str:
+        return job_id.split("_")[0]
 
-    def _squeue(self, bases: Sequence[str]) -> Dict[str, Tuple[str, str, str]]:
-        argv = ["squeue", "-h", "-t", "all", "-j", ",".join(bases), "-o", "%i|%T|%r|"]
-        proc = _run(argv)
-        if proc.returncode != 0 and "Invalid job id" not in proc.stderr:
-            raise SchedulerCommandError(argv, proc.returncode, proc.stdout, proc.stderr)
-        return parse_job_table(proc.stdout)
+    def status_command(self, ids: Sequence[str], env: Optional[Dict[str, str]]) -> Command:
+        # accounting may be disabled or lag behind: a failure here only means "ask squeue"
+        return Command(("sacct", "-X", "-P", "-n", "-j", ",".join(ids), "--format=JobID,State,Reason,ExitCode"),
+                       self.scheduler, optional=True)
 
-    def native_state(self, native: Tuple[str, str, str]) -> str:
-        words = native[0].split()  # "CANCELLED by 123"
-        return STATES.get(words[0].rstrip("+"), "UNKNOWN") if words else "UNKNOWN"
+    def parse_status(self, text: str) -> Dict[str, NativeStatus]:
+        return parse_job_table(text)
 
-    def is_held(self, native: Tuple[str, str, str]) -> bool:
-        return "Held" in native[1]     # JobHeldUser
+    def fallback_command(self, ids: Sequence[str], env: Optional[Dict[str, str]]) -> Optional[Command]:
+        return Command(("squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%i|%T|%r|"), self.scheduler,
+                       tolerate=("Invalid job id",))
 
-    def blocked_by_parent(self, native: Tuple[str, str, str]) -> bool:
-        return "Dependency" in native[1]   # Dependency / DependencyNeverSatisfied
+    def native_state(self, native: NativeStatus) -> State:
+        words = native.state.split()  # "CANCELLED by 123"
+        return STATES.get(words[0].rstrip("+"), State.UNKNOWN) if words else State.UNKNOWN
 
-    def submit_args(self, study: Study, job: Job, script: str) -> List[str]:
-        deps = []
-        for dep in job.depends:
-            target = f"${{J{dep.job}}}" + (f"_{dep.task}" if dep.task is not None else "")
-            deps.append(f"{dep.kind}:{target}")
-        array = None
-        if job.array:
-            throttle = study.options.get("throttle") or 0
-            array = f"--array=0-{len(job.nodes) - 1}" + (f"%{throttle}" if throttle else "")
-        workdir = study.directory / (job.step if job.array else job.nodes[0].workspace)
-        return sbatch_args(deps, workdir, study.directory / script, array)
+    def reason(self, native: NativeStatus, state: State) -> str:
+        # sacct keeps a job's last pending reason after it starts ("RUNNING|JobHeldUser"):
+        # it explains only a job that still waits or never ran
+        if state not in (State.PENDING, State.CANCELLED) or native.reason in ("None", ""):
+            return ""
+        return native.reason
 
-    def resubmit_args(self, study_dir: Path, manifest: Mapping[str, Any], name: str,
-                      parents: Sequence[int]) -> List[str]:
-        info = manifest["nodes"][name]
-        # one afterok with every id (afterok:a:b, the same as afterok:a,afterok:b): half as long
-        deps = ["afterok:" + ":".join(f"${{J{p}}}" for p in parents)] if parents else []
-        return sbatch_args(deps, study_dir / info["workspace"], study_dir / info["script"])
+    def is_held(self, native: NativeStatus) -> bool:
+        return "Held" in native.reason     # JobHeldUser
+
+    def blocked_by_parent(self, native: NativeStatus) -> bool:
+        return "Dependency" in native.reason   # Dependency / DependencyNeverSatisfied
 
     def cancel_argv(self, ids: Sequence[str]) -> List[str]:
-        return ["scancel", *sorted({i.split("_")[0] for i in ids}, key=int)]
+        return ["scancel", *ids]
 
 
-def sbatch_args(deps: Sequence[str], workdir: Path, script: Path, array: Optional[str] = None) -> List[str]:
-    """sbatch's words for one job: held when it has no dependencies (released at the end of the
-    submit script), else chained and cancelled by Slurm once a dependency can no longer be met."""
-    args = ["--hold"] if not deps else [f'"--dependency={",".join(deps)}"', "--kill-on-invalid-dep=yes"]
-    if array:
-        args.append(array)
-    return args + ["-D", sh(workdir), sh(script)]
-
-
-def _run(argv: List[str]) -> subprocess.CompletedProcess:
-    return run_command(argv, "Slurm")
+def dependency_list(target: Target) -> str:
+    """--dependency's value: one afterok with every whole parent job (afterok:a:b, the same as
+    afterok:a,afterok:b but half as long), then the aftercorr and single-task ones."""
+    whole = [f"${{J{d.job}}}" for d in target.depends if d.kind == "afterok" and d.task is None]
+    parts = ["afterok:" + ":".join(whole)] if whole else []
+    parts += [f"{d.kind}:${{J{d.job}}}" + (f"_{d.task}" if d.task is not None else "")
+              for d in target.depends if not (d.kind == "afterok" and d.task is None)]
+    return ",".join(parts)
 
 
 def expand_array_ids(job_id: str) -> List[str]:
@@ -213,7 +176,7 @@ def expand_array_ids(job_id: str) -> List[str]:
     return ids
 
 
-def parse_job_table(text: str) -> Dict[str, Tuple[str, str, str]]:
+def parse_job_table(text: str) -> Dict[str, NativeStatus]:
     """Rows of ``JobID|State|Reason|ExitCode`` (sacct -P) or squeue's ``%i|%T|%r|``."""
     result = {}
     for line in text.splitlines():
@@ -223,5 +186,5 @@ def parse_job_table(text: str) -> Dict[str, Tuple[str, str, str]]:
         state, reason = fields[1], fields[2]
         exit_code = fields[3] if len(fields) > 3 else ""
         for job_id in expand_array_ids(fields[0].strip()):
-            result[job_id] = (state.strip(), reason.strip(), exit_code.strip())
+            result[job_id] = NativeStatus(state.strip(), reason.strip(), exit_code.strip())
     return result

@@ -91,7 +91,7 @@ record "${J2}" long_run
 submit J3 sweep "--dependency=afterok:${J0}" --kill-on-invalid-dep=yes --array=0-2 -D @STUDY@/sweep @STUDY@/sweep/sweep.array.slurm.sh
 record_array "${J3}" sweep_SIZE.8 sweep_SIZE.16 sweep_SIZE.32
 # J4 = node summary; waits for: afterok J2, afterok J3
-submit J4 summary "--dependency=afterok:${J2},afterok:${J3}" --kill-on-invalid-dep=yes -D @STUDY@/summary @STUDY@/summary/summary.slurm.sh
+submit J4 summary "--dependency=afterok:${J2}:${J3}" --kill-on-invalid-dep=yes -D @STUDY@/summary @STUDY@/summary/summary.slurm.sh
 record "${J4}" summary
 
 # everything is queued: release the held roots

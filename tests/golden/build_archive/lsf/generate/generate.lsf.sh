@@ -34,4 +34,3 @@ for i in $(seq 1 3); do
 done
 ls files > manifest.txt
 )
-

@@ -30,4 +30,3 @@ cd @STUDY@/build || exit 1
 tar -cf archive.tar -C @STUDY@/generate files
 tar -tf archive.tar > contents.txt
 )
-

@@ -35,4 +35,3 @@ for i in $(seq 1 3); do
 done
 ls files > manifest.txt
 )
-

@@ -30,4 +30,3 @@ cd @STUDY@/hello_world || exit 1
 (
 echo "Hello, World!" > hello_world.txt
 )
-

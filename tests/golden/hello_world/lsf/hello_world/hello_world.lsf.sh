@@ -28,4 +28,3 @@ cd @STUDY@/hello_world || exit 1
 (
 echo "Hello, World!" > hello_world.txt
 )
-

@@ -29,4 +29,3 @@ cd @STUDY@/hello_world || exit 1
 (
 echo "Hello, World!" > hello_world.txt
 )
-

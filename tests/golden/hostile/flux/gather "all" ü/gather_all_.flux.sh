@@ -31,4 +31,3 @@ cd '@STUDY@/gather "all" ü' || exit 1
 cat "@STUDY@/copy_$x:ü"/*/copy.txt > all.txt
 echo "done in \$HOME=$HOME and \\" >> all.txt
 )
-

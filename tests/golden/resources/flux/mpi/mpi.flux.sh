@@ -40,4 +40,3 @@ cd @STUDY@/mpi || exit 1
 flux run -N 2 -n 8 -c 4 -g 2 @SPECDIR@/bin/app --input @STUDY@/setup/inputs > mpi.log
 flux run -N 1 -n 2 -c 4 -g 2 hostname > hosts.txt
 )
-

@@ -34,4 +34,3 @@ cd @STUDY@/setup || exit 1
 mkdir -p inputs
 echo ready > inputs/ready.txt
 )
-

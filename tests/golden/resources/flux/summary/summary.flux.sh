@@ -32,4 +32,3 @@ cd @STUDY@/summary || exit 1
 (
 cat @STUDY@/sweep/*/out_*.txt > summary.txt
 )
-

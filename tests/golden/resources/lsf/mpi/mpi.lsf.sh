@@ -38,4 +38,3 @@ cd @STUDY@/mpi || exit 1
 jsrun --nrs 8 -b rs -g 2 -a 1 -r 1 -c 1 @SPECDIR@/bin/app --input @STUDY@/setup/inputs > mpi.log
 jsrun --nrs 2 -b rs -g 2 -a 1 -r 1 -c 1 hostname > hosts.txt
 )
-

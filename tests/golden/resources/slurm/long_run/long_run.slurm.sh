@@ -7,7 +7,7 @@
 #SBATCH --ntasks=4
 #SBATCH --partition="pdebug"
 #SBATCH --account="physics"
-#SBATCH --time="90"
+#SBATCH --time=01:30:00
 #SBATCH --reservation="dat_window"
 #SBATCH --requeue
 #SBATCH --open-mode=append

@@ -8,7 +8,7 @@
 #SBATCH --cpus-per-task=4
 #SBATCH --partition="pdebug"
 #SBATCH --account="physics"
-#SBATCH --time="01:30:00"
+#SBATCH --time=01:30:00
 #SBATCH --gres=gpu:2
 #SBATCH --exclusive
 #SBATCH --reservation="dat_window"
@@ -42,4 +42,3 @@ cd @STUDY@/mpi || exit 1
 srun -n 8 -N 2 -c 4 @SPECDIR@/bin/app --input @STUDY@/setup/inputs > mpi.log
 srun -n 2 -N 1 -c 4 hostname > hosts.txt
 )
-

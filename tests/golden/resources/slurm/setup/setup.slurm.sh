@@ -5,7 +5,7 @@
 #SBATCH --comment="A one-task job with a walltime of 00:05."
 #SBATCH --partition="pdebug"
 #SBATCH --account="physics"
-#SBATCH --time="00:05"
+#SBATCH --time=00:05:00
 #SBATCH --reservation="dat_window"
 # maestro_compile: step 'setup' of study 'resources'
 # node: setup
@@ -34,4 +34,3 @@ cd @STUDY@/setup || exit 1
 mkdir -p inputs
 echo ready > inputs/ready.txt
 )
-

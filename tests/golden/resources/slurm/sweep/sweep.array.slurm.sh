@@ -6,7 +6,7 @@
 #SBATCH --ntasks=2
 #SBATCH --partition="pdebug"
 #SBATCH --account="physics"
-#SBATCH --time="00:10:00"
+#SBATCH --time=00:10:00
 #SBATCH --reservation="dat_window"
 # maestro_compile: job array for step 'sweep' of study 'resources'.
 # Task i runs the script of the i-th node below (each script can also be run on its own);

@@ -30,4 +30,3 @@ cd @STUDY@/aggregate_results || exit 1
 (
 python3 @SPECDIR@/aggregate.py @STUDY@/run_simulation --name result.json --output summary.csv
 )
-

@@ -29,4 +29,3 @@ cd @STUDY@/compress/COPT.--best || exit 1
 gzip --best -c @STUDY@/build/archive.tar > archive.tar.gz
 gzip -t archive.tar.gz
 )
-

@@ -29,4 +29,3 @@ cd @STUDY@/compress/COPT.--fast || exit 1
 gzip --fast -c @STUDY@/build/archive.tar > archive.tar.gz
 gzip -t archive.tar.gz
 )
-

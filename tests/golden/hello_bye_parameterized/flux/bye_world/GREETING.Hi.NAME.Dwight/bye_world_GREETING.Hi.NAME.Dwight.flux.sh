@@ -30,4 +30,3 @@ cd @STUDY@/bye_world/GREETING.Hi.NAME.Dwight || exit 1
 (
 echo "Bye, World!" > bye.txt
 )
-

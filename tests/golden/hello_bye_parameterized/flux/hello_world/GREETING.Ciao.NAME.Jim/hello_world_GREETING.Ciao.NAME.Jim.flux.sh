@@ -30,4 +30,3 @@ cd @STUDY@/hello_world/GREETING.Ciao.NAME.Jim || exit 1
 (
 echo "Ciao, Jim!" > Ciao_Jim.txt
 )
-

@@ -30,4 +30,3 @@ cd @STUDY@/hello_world/GREETING.Hi.NAME.Dwight || exit 1
 (
 echo "Hi, Dwight!" > Hi_Dwight.txt
 )
-

@@ -28,4 +28,3 @@ cd @STUDY@/bye_world/GREETING.Ciao.NAME.Jim || exit 1
 (
 echo "Bye, World!" > bye.txt
 )
-

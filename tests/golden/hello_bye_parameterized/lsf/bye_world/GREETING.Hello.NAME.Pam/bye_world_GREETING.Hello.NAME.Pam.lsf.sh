@@ -28,4 +28,3 @@ cd @STUDY@/bye_world/GREETING.Hello.NAME.Pam || exit 1
 (
 echo "Bye, World!" > bye.txt
 )
-

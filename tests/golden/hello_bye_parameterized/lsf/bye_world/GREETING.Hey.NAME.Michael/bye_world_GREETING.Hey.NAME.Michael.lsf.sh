@@ -28,4 +28,3 @@ cd @STUDY@/bye_world/GREETING.Hey.NAME.Michael || exit 1
 (
 echo "Bye, World!" > bye.txt
 )
-

@@ -28,4 +28,3 @@ cd @STUDY@/hello_world/GREETING.Hello.NAME.Pam || exit 1
 (
 echo "Hello, Pam!" > Hello_Pam.txt
 )
-

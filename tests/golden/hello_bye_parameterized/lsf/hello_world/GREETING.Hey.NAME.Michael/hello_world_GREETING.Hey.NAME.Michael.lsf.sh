@@ -28,4 +28,3 @@ cd @STUDY@/hello_world/GREETING.Hey.NAME.Michael || exit 1
 (
 echo "Hey, Michael!" > Hey_Michael.txt
 )
-

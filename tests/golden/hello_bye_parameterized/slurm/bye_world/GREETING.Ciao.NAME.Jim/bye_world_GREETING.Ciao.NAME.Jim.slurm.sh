@@ -29,4 +29,3 @@ cd @STUDY@/bye_world/GREETING.Ciao.NAME.Jim || exit 1
 (
 echo "Bye, World!" > bye.txt
 )
-

@@ -28,4 +28,3 @@ cd @STUDY@/say_hi/NAME.Jim || exit 1
 (
 echo "Hello, Jim!" > hello_Jim.txt
 )
-

@@ -29,4 +29,3 @@ cd @STUDY@/say_hi/NAME.Dwight || exit 1
 (
 echo "Hello, Dwight!" > hello_Dwight.txt
 )
-

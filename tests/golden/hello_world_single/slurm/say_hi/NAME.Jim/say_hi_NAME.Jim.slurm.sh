@@ -29,4 +29,3 @@ cd @STUDY@/say_hi/NAME.Jim || exit 1
 (
 echo "Hello, Jim!" > hello_Jim.txt
 )
-

@@ -29,4 +29,3 @@ cd @STUDY@/say_hi/NAME.Michael || exit 1
 (
 echo "Hello, Michael!" > hello_Michael.txt
 )
-

@@ -29,4 +29,3 @@ cd @STUDY@/say_hi/NAME.Pam || exit 1
 (
 echo "Hello, Pam!" > hello_Pam.txt
 )
-

@@ -30,4 +30,3 @@ cd '@STUDY@/copy_$x:ü/Wcost_5' || exit 1
 (
 printf '%s\n' 'cost $5' "@STUDY@/copy_$x:ü/Wcost_5" > copy.txt
 )
-

@@ -30,4 +30,3 @@ cd '@STUDY@/copy_$x:ü/Wits' || exit 1
 (
 printf '%s\n' 'it's' "@STUDY@/copy_$x:ü/Wits" > copy.txt
 )
-

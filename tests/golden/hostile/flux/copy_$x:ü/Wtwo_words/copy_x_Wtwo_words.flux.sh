@@ -30,4 +30,3 @@ cd '@STUDY@/copy_$x:ü/Wtwo_words' || exit 1
 (
 printf '%s\n' 'two words' "@STUDY@/copy_$x:ü/Wtwo_words" > copy.txt
 )
-

@@ -34,4 +34,3 @@ back\slash in Zürich café
 END
 echo 'label: W=back\slash' > "out W=back\slash.txt"
 )
-

@@ -34,4 +34,3 @@ cost $5 in Zürich café
 END
 echo 'label: W=cost $5' > "out W=cost $5.txt"
 )
-

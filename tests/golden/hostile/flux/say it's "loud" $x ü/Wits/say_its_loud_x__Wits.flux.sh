@@ -34,4 +34,3 @@ it's in Zürich café
 END
 echo 'label: W=it's' > "out W=it's.txt"
 )
-

@@ -34,4 +34,3 @@ naïve ü in Zürich café
 END
 echo 'label: W=naïve ü' > "out W=naïve ü.txt"
 )
-

@@ -34,4 +34,3 @@ two words in Zürich café
 END
 echo 'label: W=two words' > "out W=two words.txt"
 )
-

@@ -28,4 +28,3 @@ cd '@STUDY@/copy_$x:ü/Wnave_' || exit 1
 (
 printf '%s\n' 'naïve ü' "@STUDY@/copy_$x:ü/Wnave_" > copy.txt
 )
-

@@ -28,4 +28,3 @@ cd '@STUDY@/copy_$x:ü/Wsay_hi' || exit 1
 (
 printf '%s\n' 'say "hi"' "@STUDY@/copy_$x:ü/Wsay_hi" > copy.txt
 )
-

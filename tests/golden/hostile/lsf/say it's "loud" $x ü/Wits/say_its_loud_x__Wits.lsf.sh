@@ -32,4 +32,3 @@ it's in Zürich café
 END
 echo 'label: W=it's' > "out W=it's.txt"
 )
-

@@ -32,4 +32,3 @@ say "hi" in Zürich café
 END
 echo 'label: W=say "hi"' > "out W=say "hi".txt"
 )
-

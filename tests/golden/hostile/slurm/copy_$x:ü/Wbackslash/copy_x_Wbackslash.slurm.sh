@@ -29,4 +29,3 @@ cd '@STUDY@/copy_$x:ü/Wbackslash' || exit 1
 (
 printf '%s\n' 'back\slash' "@STUDY@/copy_$x:ü/Wbackslash" > copy.txt
 )
-

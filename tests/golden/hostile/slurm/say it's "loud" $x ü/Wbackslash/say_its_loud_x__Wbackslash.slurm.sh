@@ -33,4 +33,3 @@ back\slash in Zürich café
 END
 echo 'label: W=back\slash' > "out W=back\slash.txt"
 )
-

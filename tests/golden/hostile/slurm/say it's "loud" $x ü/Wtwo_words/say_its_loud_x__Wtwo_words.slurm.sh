@@ -33,4 +33,3 @@ two words in Zürich café
 END
 echo 'label: W=two words' > "out W=two words.txt"
 )
-

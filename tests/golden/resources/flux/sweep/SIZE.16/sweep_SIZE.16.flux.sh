@@ -32,4 +32,3 @@ cd @STUDY@/sweep/SIZE.16 || exit 1
 (
 flux run -n 2 @SPECDIR@/bin/app --size 16 > out_16.txt
 )
-

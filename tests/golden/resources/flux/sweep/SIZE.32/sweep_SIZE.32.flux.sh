@@ -32,4 +32,3 @@ cd @STUDY@/sweep/SIZE.32 || exit 1
 (
 flux run -n 2 @SPECDIR@/bin/app --size 32 > out_32.txt
 )
-

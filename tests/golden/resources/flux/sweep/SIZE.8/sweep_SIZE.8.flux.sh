@@ -32,4 +32,3 @@ cd @STUDY@/sweep/SIZE.8 || exit 1
 (
 flux run -n 2 @SPECDIR@/bin/app --size 8 > out_8.txt
 )
-

@@ -33,4 +33,3 @@ cd @STUDY@/sweep/SIZE.32 || exit 1
 (
 jsrun --nrs 2 -b rs -a 1 -r 1 -c 1 @SPECDIR@/bin/app --size 32 > out_32.txt
 )
-

@@ -6,7 +6,7 @@
 #SBATCH --ntasks=2
 #SBATCH --partition="pdebug"
 #SBATCH --account="physics"
-#SBATCH --time="00:10:00"
+#SBATCH --time=00:10:00
 #SBATCH --reservation="dat_window"
 # maestro_compile: step 'sweep' of study 'resources'
 # node: sweep_SIZE.16
@@ -34,4 +34,3 @@ cd @STUDY@/sweep/SIZE.16 || exit 1
 (
 srun -n 2 @SPECDIR@/bin/app --size 16 > out_16.txt
 )
-

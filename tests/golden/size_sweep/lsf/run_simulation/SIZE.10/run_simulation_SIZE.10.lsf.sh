@@ -28,4 +28,3 @@ cd @STUDY@/run_simulation/SIZE.10 || exit 1
 (
 python3 @SPECDIR@/simulate.py --size 10 --output result.json
 )
-

@@ -28,4 +28,3 @@ cd @STUDY@/run_simulation/SIZE.100 || exit 1
 (
 python3 @SPECDIR@/simulate.py --size 100 --output result.json
 )
-

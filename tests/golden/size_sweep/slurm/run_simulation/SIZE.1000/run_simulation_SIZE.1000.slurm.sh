@@ -29,4 +29,3 @@ cd @STUDY@/run_simulation/SIZE.1000 || exit 1
 (
 python3 @SPECDIR@/simulate.py --size 1000 --output result.json
 )
-
