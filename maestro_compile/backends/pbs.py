@@ -12,14 +12,15 @@ import math
 import re
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..errors import CompileError
 from ..expand import count, make_safe
 from ..model import Node, Study
 from ..plan import Capabilities
 from ..runner import Command
 from ..states import NativeStatus, State
 from ..walltime import pbs_walltime
-from .base import LaunchRequest
-from .scheduled import ScheduledBackend, Target, allocation, directive_value, sh, split_user_directives, truthy
+from .base import LaunchRequest, step_location
+from .scheduled import ScheduledBackend, Target, allocation, sh, split_user_directives, truthy
 
 NAME_PREFIX = "mc_"       # every job name starts with a letter and can never be read as a number
 MAX_NAME = 230            # PBS_MAXJOBNAME
@@ -57,6 +58,15 @@ def chunks_and_sizes(nodes: Optional[int], procs: Optional[int]):
     if procs:
         return procs, 1
     return 1, 1
+
+
+def quoted(value: Any, where: str) -> str:
+    """A directive value in "...", on one line. qsub reads a directive's "..." without escapes
+    (a backslash stays, a \\" ends with "qsub: unmatched"), so a double quote cannot be written."""
+    text = " ".join(str(value).splitlines())
+    if '"' in text:
+        raise CompileError(f"{where}PBS cannot read a double quote in a #PBS directive value: {text!r}")
+    return f'"{text}"'
 
 
 class PbsBackend(ScheduledBackend):
@@ -115,11 +125,13 @@ class PbsBackend(ScheduledBackend):
         if select:
             lines.append(f"-l {select}")
         # a PBS reservation is a queue of its own: submitting to it is `-q <reservation>`
-        queue = res.get("reservation") or batch.get("reservation") or batch.get("queue")
-        if queue:
-            lines.append(f'-q "{directive_value(queue)}"')
+        for source, keys in ((res, ("reservation",)), (batch, ("reservation", "queue"))):
+            key = next((k for k in keys if source.get(k)), None)
+            if key:
+                lines.append(f"-q {quoted(source[key], self.where(study, node, source is res, key))}")
+                break
         if batch.get("bank"):
-            lines.append(f'-A "{directive_value(batch["bank"])}"')
+            lines.append(f"-A {quoted(batch['bank'], self.where(study, node, False, 'bank'))}")
         limit = self.time_limit(study, node)
         if limit:
             lines.append(f"-l walltime={pbs_walltime(limit)}")
@@ -127,6 +139,13 @@ class PbsBackend(ScheduledBackend):
             lines.append("-l place=excl")
         lines += split_user_directives(node.cmd, self.prefix)[0]
         return lines
+
+    @staticmethod
+    def where(study: Study, node: Node, in_step: bool, key: str) -> str:
+        """The "file:line: key: " prefix of an error about a value of the step or the batch block."""
+        if in_step:
+            return step_location(study, node, key)
+        return f"{study.spec.raw.where(('batch', key))}: batch.{key}: "
 
     def node_directives(self, study: Study, node: Node) -> List[str]:
         # -o/-e relative to the directory qsub runs in: submit.sh runs it in the node's workspace
