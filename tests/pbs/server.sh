@@ -76,8 +76,9 @@ EOC
     grep -q '^\$usecp' "$PBS_HOME/mom_priv/config" || echo '$usecp *:/ /' >>"$PBS_HOME/mom_priv/config"
 }
 
-running() { "$INIT" status 2>/dev/null | grep -q 'pbs_server is pid'; }
-node_usable() { pbsnodes "$ALIAS" 2>/dev/null | grep -qE 'state = (free|job-busy)'; }
+# (output captured first: grep -q closing the pipe early would fail the pipeline under pipefail)
+running() { local out; out=$("$INIT" status 2>/dev/null || true); [[ $out == *"pbs_server is pid"* ]]; }
+node_usable() { local out; out=$(pbsnodes "$ALIAS" 2>/dev/null || true); [[ $out =~ state\ =\ (free|job-busy) ]]; }
 
 configure_server() {
     qmgr -c "list queue workq" >/dev/null 2>&1 || qmgr -c "create queue workq queue_type=execution,enabled=true,started=true"
@@ -91,10 +92,19 @@ configure_server() {
     qmgr -c "list node $ALIAS" >/dev/null 2>&1 || qmgr -c "create node $ALIAS"
 }
 
+python_deps() {
+    # the tests run the CLI as the test user with the system Python: Debian's packages of our deps
+    /usr/bin/python3 -c "import jinja2, yaml, voluptuous, tabulate" 2>/dev/null && return 0
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends python3-jinja2 python3-yaml python3-voluptuous python3-tabulate >/dev/null
+}
+
 up() {
     local start i
     start=$(date +%s)
     build
+    python_deps
     host_alias
     write_config
     # root cannot submit (qsub: Bad UID for job execution): the tests submit as this user
@@ -121,7 +131,8 @@ down() {
 }
 
 status() {
-    installed && running && qstat -B >/dev/null 2>&1 && node_usable && id "$TEST_USER" >/dev/null 2>&1
+    installed && running && qstat -B >/dev/null 2>&1 && node_usable && id "$TEST_USER" >/dev/null 2>&1 \
+        && /usr/bin/python3 -c "import jinja2, yaml, voluptuous, tabulate" 2>/dev/null
 }
 
 case "${1:-}" in
