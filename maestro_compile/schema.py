@@ -283,10 +283,25 @@ def _check_batch(raw: RawSpec, problems, warnings: Warnings) -> None:
         if key in batch and not isinstance(batch[key], (str, int, float)):
             problems.append((raw.line_of(("batch", key)), f"{raw.where(('batch', key))}: batch.{key}: "
                              f"expected a string, found {_describe(batch[key])}"))
-    # extension: LSF's parallel launcher for $(LAUNCHER)
-    if "launcher" in batch and batch["launcher"] not in ("jsrun", "lrun"):
-        problems.append((raw.line_of(("batch", "launcher")), f"{raw.where(('batch', 'launcher'))}: batch.launcher: "
-                         f"expected jsrun or lrun (LSF), found {_describe(batch['launcher'])}"))
+    # extension: the parallel launcher of $(LAUNCHER), for the backends that offer a choice
+    if "launcher" in batch:
+        _check_launcher(raw, batch, BACKENDS, problems)
+
+
+def _check_launcher(raw: RawSpec, batch, backends, problems) -> None:
+    """batch.launcher: one of batch.type's launchers; with another type (the spec may be compiled
+    with --backend), one of any backend's."""
+    own = getattr(backends.get(batch.get("type", "local")), "launchers", ())
+    offered = [(b.scheduler, b.launchers) for b in backends.values() if b.launchers]
+    allowed = own or tuple(name for _, names in offered for name in names)
+    if batch["launcher"] in allowed:
+        return
+    if own:
+        expected = f"{' or '.join(own)} ({backends[batch['type']].scheduler})"
+    else:
+        expected = "; ".join(f"{' or '.join(names)} ({scheduler})" for scheduler, names in offered)
+    problems.append((raw.line_of(("batch", "launcher")), f"{raw.where(('batch', 'launcher'))}: batch.launcher: "
+                     f"expected {expected}, found {_describe(batch['launcher'])}"))
 
 
 def _check_study(raw: RawSpec, problems) -> None:

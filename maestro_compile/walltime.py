@@ -3,7 +3,7 @@
 Maestro passes the text to each scheduler in its own way, so ``"05:30"`` is 5 min 30 s on Slurm
 and 5 h 30 min on LSF. Here it is read once, when the study is expanded, with one set of rules
 (``parse``); the backends only format the seconds (``slurm_time``, ``lsf_limit``,
-``flux_duration``). See docs/spec.md (``walltime``) and docs/compatibility.md.
+``flux_duration``, ``pbs_walltime``). See docs/spec.md (``walltime``) and docs/compatibility.md.
 """
 from __future__ import annotations
 
@@ -93,6 +93,14 @@ def flux_duration(seconds: int) -> str:
     """A Flux Standard Duration (RFC 23) in seconds, e.g. ``5400s``, for ``flux batch -t``."""
     # https://flux-framework.readthedocs.io/projects/flux-rfc/en/latest/spec_23.html
     return f"{_whole(seconds)}s"
+
+
+def pbs_walltime(seconds: int) -> str:
+    """``qsub -l walltime=``: ``HH:MM:SS`` with as many hours as needed (PBS has no days field)."""
+    # PBS Professional reference guide, "walltime": a duration, [[hours:]minutes:]seconds[.milliseconds]
+    hours, rest = divmod(_whole(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}"
 
 
 def _whole(seconds: int) -> int:

@@ -1,12 +1,19 @@
 """Shared fixtures. The Slurm tests run against a real one-node cluster that this harness
-installs (Debian packages) and starts with tests/slurm/cluster.sh, and stops at the end."""
+installs (Debian packages) and starts with tests/slurm/cluster.sh, and stops at the end. The PBS
+tests run against a real one-node OpenPBS server built and started by tests/pbs/server.sh."""
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 CLUSTER_SCRIPT = Path(__file__).parent / "slurm" / "cluster.sh"
+PBS_SCRIPT = Path(__file__).parent / "pbs" / "server.sh"
+PBS_USER = os.environ.get("PBS_TEST_USER", "mcpbs")
+PBS_BIN = "/opt/pbs/bin"
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 def _cluster(action: str, timeout: int) -> subprocess.CompletedProcess:
@@ -30,6 +37,57 @@ def slurm_cluster():
     yield
     if not already_up:
         _cluster("down", 120)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _pbs(action: str, timeout: int) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PBS_TEST_USER=PBS_USER)
+    return subprocess.run(["bash", str(PBS_SCRIPT), action], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def pbs_server():
+    """A running one-node OpenPBS server and its ordinary test user (root cannot submit). Built
+    (about 3 min) and started when needed; left running at the end (restarting it costs 5 s, a
+    fresh start 13 s), stop it with tests/pbs/server.sh down. In CI a missing server fails the tests."""
+    if os.environ.get("MAESTRO_TEST_PBS") == "0" and not _in_ci():
+        pytest.skip("MAESTRO_TEST_PBS=0: PBS tests skipped")
+    if os.geteuid() != 0:
+        message = "the PBS harness must run as root (it builds, installs and starts the daemons)"
+        pytest.fail(message) if _in_ci() else pytest.skip(message)
+    if _pbs("status", 60).returncode != 0:
+        result = _pbs("up", 1800)
+        if result.returncode != 0:
+            pytest.fail(f"could not start the PBS test server:\n{result.stdout}\n{result.stderr}")
+    # as a login shell would after /etc/profile.d/pbs.sh: the CLI run by the tests finds qstat and qdel
+    os.environ["PATH"] = PBS_BIN + os.pathsep + os.environ.get("PATH", "")
+    yield PBS_USER
+
+
+@pytest.fixture(scope="session")
+def pbs_cli(pbs_server, tmp_path_factory):
+    """The argv prefix that runs the CLI as the PBS test user: the system Python (the harness
+    installs Debian's python3-jinja2/-yaml/-voluptuous/-tabulate) with a world-readable copy of
+    this checkout's package, so the whole workflow (compile, submit, status, cancel, resubmit) runs
+    as that user, as on a real cluster."""
+    check = subprocess.run([SYSTEM_PYTHON, "-c", "import jinja2, yaml, voluptuous, tabulate"],
+                           capture_output=True, text=True)
+    if check.returncode != 0:
+        pytest.fail(f"{SYSTEM_PYTHON} lacks the package's dependencies (tests/pbs/server.sh up installs them):\n"
+                    f"{check.stderr}")
+    root = Path(__file__).resolve().parents[1]
+    copy = Path(tempfile.mkdtemp(prefix="mc-pbs-cli-", dir="/tmp"))
+    shutil.copytree(root / "maestro_compile", copy / "maestro_compile",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(root / "templates", copy / "templates")
+    subprocess.run(["chmod", "-R", "a+rX", str(copy)], check=True)
+    home = Path(f"/home/{pbs_server}")
+    yield ["runuser", "-u", pbs_server, "--", "env", f"PATH={PBS_BIN}:/usr/local/bin:/usr/bin:/bin",
+           f"PYTHONPATH={copy}", f"HOME={home}", "PYTHONDONTWRITEBYTECODE=1", SYSTEM_PYTHON, "-m", "maestro_compile"]
+    shutil.rmtree(copy, ignore_errors=True)
 
 
 def pytest_addoption(parser):

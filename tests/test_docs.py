@@ -49,11 +49,11 @@ INDEX = DOCS / "index.md"
 SPEC_PAGE = DOCS / "spec.md"
 CLI_PAGE = DOCS / "cli.md"
 PROGRAMS = ("maestro", "maestro-compile")
-SCHEDULERS = ("slurm", "lsf", "flux")
+SCHEDULERS = ("slurm", "lsf", "flux", "pbs")
 # what a getting-started line may run besides maestro, and what it must never run here
 HARMLESS = {"ls", "cat", "grep", "head", "tail", "wc"}
 NOT_RUN = {"pip", "pip3", "python", "python3", "sbatch", "squeue", "sacct", "scancel", "scontrol",
-           "bsub", "bjobs", "bkill", "bhist", "flux", "mkdocs", "cd", "less", "bash"}
+           "bsub", "bjobs", "bkill", "bhist", "flux", "qsub", "qstat", "qdel", "qrls", "mkdocs", "cd", "less", "bash"}
 # maestro commands that talk to a scheduler (or start work) for a compiled study directory
 SUBMITTING = {"submit", "cancel", "resubmit", "run"}
 # Maestro's built-in tokens (fixed by Maestro's spec format, see tokens.py and expand.py)

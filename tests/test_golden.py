@@ -31,7 +31,7 @@ from maestro_compile import cli
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden"
 EXTRA_SPECS = GOLDEN / "specs"
-BACKENDS = ("local", "slurm", "lsf", "flux")
+BACKENDS = ("local", "slurm", "lsf", "flux", "pbs")
 MODES = "@MODES"
 NOT_SPECS = {"specs"}          # directories of tests/golden that are not golden outputs
 MAX_DIFF_LINES = 200

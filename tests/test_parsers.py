@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from maestro_compile.backends import flux, lsf, slurm
+from maestro_compile.backends import flux, lsf, pbs, slurm
 from maestro_compile.backends.flux import FluxBackend
 from maestro_compile.backends.lsf import LsfBackend
+from maestro_compile.backends.pbs import PbsBackend
 from maestro_compile.backends.slurm import SlurmBackend
 
 DATA = Path(__file__).parent / "data"
@@ -354,3 +355,84 @@ def test_slurm_reason_is_shown_only_for_jobs_that_wait_or_never_ran():
     held = slurm.parse_job_table(read("slurm", "sacct-22.05-held.txt"))
     runtime = Runtime(submitted_at=1.0, jobs=dict(held), parents={job_id: () for job_id in held})
     assert all(backend.judge(j, NO_MARKERS, True, runtime).reason.startswith("held") for j in held)
+
+
+# --- OpenPBS 23.06.06: qstat -x -f -F json IDS (the backend's command) ---
+
+FINISHED_OK = "Job run at Wed Nov 25 at 21:18 on (pbshost:ncpus=1) and finished"
+QSTAT = {
+    "qstat-23.06-completed.json": {"8.pbshost": (("F substate=92", FINISHED_OK, "0"), "FINISHED")},
+    "qstat-23.06-running.json": {"15.pbshost": (("R substate=42", "Job run at Wed Nov 25 at 21:18 on "
+                                                 "(pbshost:ncpus=1)", ""), "RUNNING")},
+    # 9 failed; PBS deleted its afterok child 10 and grandchild 11: F, substate 92, no Exit_status
+    "qstat-23.06-dependency-deleted.json": {
+        "9.pbshost": (("F substate=93", "Job run at Wed Nov 25 at 21:18 on (pbshost:ncpus=1) and failed", "3"),
+                      "FAILED"),
+        "10.pbshost": (("F substate=92 hold=s", "", ""), "CANCELLED"),
+        "11.pbshost": (("F substate=92 hold=s", "", ""), "CANCELLED")},
+    # qsub -h (user hold) and its afterok dependent (system hold, substate 22)
+    "qstat-23.06-held-dep.json": {"12.pbshost": (("H substate=20 hold=u", "", ""), "PENDING"),
+                                  "13.pbshost": (("H substate=22 hold=s", "", ""), "PENDING")},
+    # qdel of the held parent: it is deleted (91, no Exit_status), its dependent stays held forever
+    "qstat-23.06-deleted-held.json": {"12.pbshost": (("F substate=91 hold=u", "", ""), "CANCELLED"),
+                                      "13.pbshost": (("H substate=22 hold=s", "", ""), "PENDING")},
+    "qstat-23.06-deleted-running.json": {"15.pbshost": (("F substate=91", "Job run at Wed Nov 25 at 21:18 on "
+                                                         "(pbshost:ncpus=1) and terminated by root@pbshost", "271"),
+                                                        "CANCELLED")},
+    "qstat-23.06-timeout.json": {"14.pbshost": (("F substate=93", "Job run at Wed Nov 25 at 21:18 on "
+                                                 "(pbshost:ncpus=1) and exceeded resource walltime", "-29"),
+                                                "TIMEDOUT")},
+    # jobs named nan and 1e5: qstat prints the names as bare values, nan making the document invalid JSON
+    "qstat-23.06-badname.json": {"16.pbshost": (("F substate=92", FINISHED_OK, "0"), "FINISHED"),
+                                 "17.pbshost": (("F substate=92", FINISHED_OK, "0"), "FINISHED")},
+    "qstat-23.06-partly-unknown.json": {"8.pbshost": (("F substate=92", FINISHED_OK, "0"), "FINISHED")},
+    "qstat-23.06-unknown.json": {},
+}
+
+
+@pytest.mark.parametrize("name", sorted(QSTAT))
+def test_qstat_recordings(name):
+    check(pbs.parse_qstat_json(read("pbs", name)), QSTAT[name], PbsBackend())
+
+
+def test_qstat_invalid_json_is_really_invalid_and_still_read():
+    import json
+    text = read("pbs", "qstat-23.06-badname.json")
+    with pytest.raises(ValueError):
+        json.loads(text)
+    jobs = pbs.load_qstat_json(text)["Jobs"]
+    assert jobs["16.pbshost"]["Job_Name"] == "nan" and jobs["17.pbshost"]["Job_Name"] == 1e5
+    assert jobs["16.pbshost"]["Exit_status"] == 0      # the rest of the document keeps its types
+
+
+def test_qstat_unknown_ids_stderr_is_tolerated():
+    command = PbsBackend().status_command(["999.pbshost"], None)
+    stderr = read("pbs", "qstat-23.06-unknown.stderr.txt")
+    assert any(text.lower() in stderr.lower() for text in command.tolerate)
+    assert command.partial and "-x" in command.argv
+
+
+@pytest.mark.parametrize("name, job_id, held, blocked", [
+    ("qstat-23.06-held-dep.json", "12.pbshost", True, False),
+    ("qstat-23.06-held-dep.json", "13.pbshost", False, True),
+    ("qstat-23.06-running.json", "15.pbshost", False, False),
+    ("qstat-23.06-deleted-held.json", "12.pbshost", False, False),   # deleted while held: not held any more
+])
+def test_pbs_held_and_blocked(name, job_id, held, blocked):
+    native = pbs.parse_qstat_json(read("pbs", name))[job_id]
+    backend = PbsBackend()
+    assert (backend.is_held(native), backend.blocked_by_parent(native)) == (held, blocked)
+
+
+@pytest.mark.parametrize("name, job_id, reason", [
+    ("qstat-23.06-timeout.json", "14.pbshost", "walltime exceeded"),
+    ("qstat-23.06-deleted-running.json", "15.pbshost", "deleted while running (qdel)"),
+    ("qstat-23.06-deleted-held.json", "12.pbshost", "deleted (qdel)"),
+    ("qstat-23.06-dependency-deleted.json", "10.pbshost", "deleted by PBS: a job it depends on failed"),
+    ("qstat-23.06-dependency-deleted.json", "9.pbshost", ""),
+    ("qstat-23.06-completed.json", "8.pbshost", ""),
+])
+def test_pbs_reasons(name, job_id, reason):
+    backend = PbsBackend()
+    native = pbs.parse_qstat_json(read("pbs", name))[job_id]
+    assert backend.reason(native, backend.native_state(native)) == reason

@@ -164,10 +164,10 @@ def test_launcher_error_names_file_line_and_key_and_validate_catches_it(tmp_path
 def test_unknown_batch_type_points_at_its_line(tmp_path, capsys):
     from maestro_compile.cli import main
     spec = tmp_path / "spec.yaml"
-    spec.write_text("description: {name: n, description: d}\nbatch:\n  type: pbs\n"
+    spec.write_text("description: {name: n, description: d}\nbatch:\n  type: sge\n"
                     "study: [{name: a, description: d, run: {cmd: echo}}]\n")
     assert main(["validate", str(spec)]) == 1
-    assert capsys.readouterr().err.startswith(f"error: {spec}:3: batch.type: unknown scheduler 'pbs'")
+    assert capsys.readouterr().err.startswith(f"error: {spec}:3: batch.type: unknown scheduler 'sge'")
 
 
 def test_cancelled_reason_names_an_ancestor_failed_by_its_markers_before_accounting_knows():

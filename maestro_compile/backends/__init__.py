@@ -7,9 +7,11 @@ from .base import Backend
 from .flux import FluxBackend
 from .local import LocalBackend
 from .lsf import LsfBackend
+from .pbs import PbsBackend
 from .slurm import SlurmBackend
 
-BACKENDS = {"local": LocalBackend, "slurm": SlurmBackend, "lsf": LsfBackend, "flux": FluxBackend}
+BACKENDS = {"local": LocalBackend, "slurm": SlurmBackend, "lsf": LsfBackend, "flux": FluxBackend,
+            "pbs": PbsBackend}
 
 
 def get_backend(name: str) -> Backend:

@@ -67,6 +67,7 @@ class Backend(abc.ABC):
     script_suffix = ".sh"
     scheduler = ""                       # the scheduler's name for people
     capabilities = Capabilities(arrays=False)
+    launchers: Tuple[str, ...] = ()      # the values batch.launcher may take for $(LAUNCHER)
     job_id: Pattern[str] = re.compile(r"[0-9]+")   # a job id in jobs.tsv
 
     # --- compile time (pure) ---

@@ -47,6 +47,7 @@ class LsfBackend(ScheduledBackend):
     submit_command = "bsub"
     cancel_command = "bkill"
     first_task = 1          # LSF array indexes start at 1
+    launchers = ("jsrun", "lrun")
     capabilities = Capabilities(arrays=True, max_array_size=1000, directive_prefix=prefix)   # MAX_JOB_ARRAY_SIZE
     job_id = re.compile(r"[0-9]+(?:\[[0-9]+\])?")
 

@@ -1,0 +1,31 @@
+#!/bin/bash
+#PBS -N mc_compress_COPT.--best
+#PBS -o compress_COPT.--best.out
+#PBS -e compress_COPT.--best.err
+# maestro_compile: step 'compress' of study 'build_archive'
+# node: compress_COPT.--best
+# Submit it by hand with:  cd @STUDY@/compress/COPT.--best && qsub ./compress_COPT.--best.pbs.sh
+
+# --- status markers for `maestro status` (KEY=VALUE lines); not part of the step's command ---
+MAESTRO_STATUS_FILE=@STUDY@/compress/COPT.--best/compress_COPT.--best.status
+_mc_mark() { printf '%s=%s\n' "$1" "$2" >> "$MAESTRO_STATUS_FILE"; }
+_mc_finish() {
+    local rc=$?
+    trap - EXIT
+    _mc_mark END "$(date +%s)"
+    _mc_mark EXIT_CODE "$rc"
+    exit "$rc"
+}
+_mc_mark START "$(date +%s)"
+_mc_mark HOST "${HOSTNAME:-unknown}"
+_mc_mark JOB_ID "${PBS_JOBID:-$$}"
+trap _mc_finish EXIT
+trap '_mc_mark SIGNAL TERM; exit 143' TERM
+trap '_mc_mark SIGNAL INT; exit 130' INT
+cd @STUDY@/compress/COPT.--best || exit 1
+
+# --- the step's command, verbatim from the spec; a subshell keeps its own exit and traps inside ---
+(
+gzip --best -c @STUDY@/build/archive.tar > archive.tar.gz
+gzip -t archive.tar.gz
+)

@@ -1,0 +1,36 @@
+#!/bin/bash
+#PBS -N mc_generate
+#PBS -o generate.out
+#PBS -e generate.err
+# maestro_compile: step 'generate' of study 'build_archive'
+# node: generate
+# Submit it by hand with:  cd @STUDY@/generate && qsub ./generate.pbs.sh
+
+# --- status markers for `maestro status` (KEY=VALUE lines); not part of the step's command ---
+MAESTRO_STATUS_FILE=@STUDY@/generate/generate.status
+_mc_mark() { printf '%s=%s\n' "$1" "$2" >> "$MAESTRO_STATUS_FILE"; }
+_mc_finish() {
+    local rc=$?
+    trap - EXIT
+    _mc_mark END "$(date +%s)"
+    _mc_mark EXIT_CODE "$rc"
+    exit "$rc"
+}
+_mc_mark START "$(date +%s)"
+_mc_mark HOST "${HOSTNAME:-unknown}"
+_mc_mark JOB_ID "${PBS_JOBID:-$$}"
+trap _mc_finish EXIT
+trap '_mc_mark SIGNAL TERM; exit 143' TERM
+trap '_mc_mark SIGNAL INT; exit 130' INT
+cd @STUDY@/generate || exit 1
+
+# --- the step's command, verbatim from the spec; a subshell keeps its own exit and traps inside ---
+(
+mkdir -p files
+for i in $(seq 1 3); do
+    for line in $(seq 1 200); do
+        echo "file $i, line $line: the quick brown fox jumps over the lazy dog"
+    done > files/file_$i.txt
+done
+ls files > manifest.txt
+)

@@ -1,0 +1,30 @@
+#!/bin/bash
+#PBS -N mc_bye_world_GREETING.Hello.NAME.Pam
+#PBS -o bye_world_GREETING.Hello.NAME.Pam.out
+#PBS -e bye_world_GREETING.Hello.NAME.Pam.err
+# maestro_compile: step 'bye_world' of study 'hello_bye_world'
+# node: bye_world_GREETING.Hello.NAME.Pam
+# Submit it by hand with:  cd @STUDY@/bye_world/GREETING.Hello.NAME.Pam && qsub ./bye_world_GREETING.Hello.NAME.Pam.pbs.sh
+
+# --- status markers for `maestro status` (KEY=VALUE lines); not part of the step's command ---
+MAESTRO_STATUS_FILE=@STUDY@/bye_world/GREETING.Hello.NAME.Pam/bye_world_GREETING.Hello.NAME.Pam.status
+_mc_mark() { printf '%s=%s\n' "$1" "$2" >> "$MAESTRO_STATUS_FILE"; }
+_mc_finish() {
+    local rc=$?
+    trap - EXIT
+    _mc_mark END "$(date +%s)"
+    _mc_mark EXIT_CODE "$rc"
+    exit "$rc"
+}
+_mc_mark START "$(date +%s)"
+_mc_mark HOST "${HOSTNAME:-unknown}"
+_mc_mark JOB_ID "${PBS_JOBID:-$$}"
+trap _mc_finish EXIT
+trap '_mc_mark SIGNAL TERM; exit 143' TERM
+trap '_mc_mark SIGNAL INT; exit 130' INT
+cd @STUDY@/bye_world/GREETING.Hello.NAME.Pam || exit 1
+
+# --- the step's command, verbatim from the spec; a subshell keeps its own exit and traps inside ---
+(
+echo "Bye, World!" > bye.txt
+)

@@ -1,0 +1,48 @@
+#!/bin/bash
+#PBS -N mc_long_run
+#PBS -o long_run.out
+#PBS -e long_run.err
+#PBS -l select=1:ncpus=4:mpiprocs=4
+#PBS -q "dat_window"
+#PBS -A "physics"
+#PBS -l walltime=03:01:00
+# maestro_compile: step 'long_run' of study 'resources'
+# node: long_run
+# Submit it by hand with:  cd @STUDY@/long_run && qsub ./long_run.pbs.sh
+
+# --- status markers for `maestro status` (KEY=VALUE lines); not part of the step's command ---
+MAESTRO_STATUS_FILE=@STUDY@/long_run/long_run.status
+_mc_mark() { printf '%s=%s\n' "$1" "$2" >> "$MAESTRO_STATUS_FILE"; }
+_mc_finish() {
+    local rc=$?
+    trap - EXIT
+    _mc_mark END "$(date +%s)"
+    _mc_mark EXIT_CODE "$rc"
+    exit "$rc"
+}
+_mc_mark START "$(date +%s)"
+_mc_mark HOST "${HOSTNAME:-unknown}"
+_mc_mark JOB_ID "${PBS_JOBID:-$$}"
+trap _mc_finish EXIT
+trap '_mc_mark SIGNAL TERM; exit 143' TERM
+trap '_mc_mark SIGNAL INT; exit 130' INT
+cd @STUDY@/long_run || exit 1
+
+# --- restart on timeout (Maestro's `restart`). A PBS job cannot requeue itself (qrerun needs
+# operator rights) and a new job would not keep the id its dependents wait for, so the attempts
+# run inside this job: each gets the step's walltime (5400 s); when the command times out,
+# the restart command runs, at most 1 time(s). The job's own walltime
+# leaves room for every attempt.
+_mc_cmd='mpiexec -n 4 --ppn 4 @SPECDIR@/bin/app --checkpoint state.chk'
+_mc_restart_cmd='mpiexec -n 4 --ppn 4 @SPECDIR@/bin/app --restart state.chk'
+timeout --kill-after=10 5400 "$BASH" -c "$_mc_cmd"
+_mc_rc=$?
+_mc_restarts=0
+while (( _mc_rc == 124 )) && (( 1 == 0 || _mc_restarts < 1 )); do
+    (( _mc_restarts += 1 ))
+    _mc_mark RESTART "$_mc_restarts"
+    timeout --kill-after=10 5400 "$BASH" -c "$_mc_restart_cmd"
+    _mc_rc=$?
+done
+(( _mc_rc == 124 )) && _mc_mark TIMEOUT "$(date +%s)"
+exit "$_mc_rc"

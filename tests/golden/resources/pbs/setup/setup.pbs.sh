@@ -1,0 +1,34 @@
+#!/bin/bash
+#PBS -N mc_setup
+#PBS -o setup.out
+#PBS -e setup.err
+#PBS -q "dat_window"
+#PBS -A "physics"
+#PBS -l walltime=00:05:00
+# maestro_compile: step 'setup' of study 'resources'
+# node: setup
+# Submit it by hand with:  cd @STUDY@/setup && qsub ./setup.pbs.sh
+
+# --- status markers for `maestro status` (KEY=VALUE lines); not part of the step's command ---
+MAESTRO_STATUS_FILE=@STUDY@/setup/setup.status
+_mc_mark() { printf '%s=%s\n' "$1" "$2" >> "$MAESTRO_STATUS_FILE"; }
+_mc_finish() {
+    local rc=$?
+    trap - EXIT
+    _mc_mark END "$(date +%s)"
+    _mc_mark EXIT_CODE "$rc"
+    exit "$rc"
+}
+_mc_mark START "$(date +%s)"
+_mc_mark HOST "${HOSTNAME:-unknown}"
+_mc_mark JOB_ID "${PBS_JOBID:-$$}"
+trap _mc_finish EXIT
+trap '_mc_mark SIGNAL TERM; exit 143' TERM
+trap '_mc_mark SIGNAL INT; exit 130' INT
+cd @STUDY@/setup || exit 1
+
+# --- the step's command, verbatim from the spec; a subshell keeps its own exit and traps inside ---
+(
+mkdir -p inputs
+echo ready > inputs/ready.txt
+)

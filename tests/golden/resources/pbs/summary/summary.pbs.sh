@@ -1,0 +1,32 @@
+#!/bin/bash
+#PBS -N mc_summary
+#PBS -o summary.out
+#PBS -e summary.err
+#PBS -q "dat_window"
+#PBS -A "physics"
+# maestro_compile: step 'summary' of study 'resources'
+# node: summary
+# Submit it by hand with:  cd @STUDY@/summary && qsub ./summary.pbs.sh
+
+# --- status markers for `maestro status` (KEY=VALUE lines); not part of the step's command ---
+MAESTRO_STATUS_FILE=@STUDY@/summary/summary.status
+_mc_mark() { printf '%s=%s\n' "$1" "$2" >> "$MAESTRO_STATUS_FILE"; }
+_mc_finish() {
+    local rc=$?
+    trap - EXIT
+    _mc_mark END "$(date +%s)"
+    _mc_mark EXIT_CODE "$rc"
+    exit "$rc"
+}
+_mc_mark START "$(date +%s)"
+_mc_mark HOST "${HOSTNAME:-unknown}"
+_mc_mark JOB_ID "${PBS_JOBID:-$$}"
+trap _mc_finish EXIT
+trap '_mc_mark SIGNAL TERM; exit 143' TERM
+trap '_mc_mark SIGNAL INT; exit 130' INT
+cd @STUDY@/summary || exit 1
+
+# --- the step's command, verbatim from the spec; a subshell keeps its own exit and traps inside ---
+(
+cat @STUDY@/sweep/*/out_*.txt > summary.txt
+)

@@ -1,0 +1,34 @@
+#!/bin/bash
+#PBS -N mc_sweep_SIZE.16
+#PBS -o sweep_SIZE.16.out
+#PBS -e sweep_SIZE.16.err
+#PBS -l select=2:ncpus=1:mpiprocs=1
+#PBS -q "dat_window"
+#PBS -A "physics"
+#PBS -l walltime=00:10:00
+# maestro_compile: step 'sweep' of study 'resources'
+# node: sweep_SIZE.16
+# Submit it by hand with:  cd @STUDY@/sweep/SIZE.16 && qsub ./sweep_SIZE.16.pbs.sh
+
+# --- status markers for `maestro status` (KEY=VALUE lines); not part of the step's command ---
+MAESTRO_STATUS_FILE=@STUDY@/sweep/SIZE.16/sweep_SIZE.16.status
+_mc_mark() { printf '%s=%s\n' "$1" "$2" >> "$MAESTRO_STATUS_FILE"; }
+_mc_finish() {
+    local rc=$?
+    trap - EXIT
+    _mc_mark END "$(date +%s)"
+    _mc_mark EXIT_CODE "$rc"
+    exit "$rc"
+}
+_mc_mark START "$(date +%s)"
+_mc_mark HOST "${HOSTNAME:-unknown}"
+_mc_mark JOB_ID "${PBS_JOBID:-$$}"
+trap _mc_finish EXIT
+trap '_mc_mark SIGNAL TERM; exit 143' TERM
+trap '_mc_mark SIGNAL INT; exit 130' INT
+cd @STUDY@/sweep/SIZE.16 || exit 1
+
+# --- the step's command, verbatim from the spec; a subshell keeps its own exit and traps inside ---
+(
+mpiexec -n 2 @SPECDIR@/bin/app --size 16 > out_16.txt
+)

@@ -1,0 +1,30 @@
+#!/bin/bash
+#PBS -N mc_aggregate_results
+#PBS -o aggregate_results.out
+#PBS -e aggregate_results.err
+# maestro_compile: step 'aggregate_results' of study 'size_sweep'
+# node: aggregate_results
+# Submit it by hand with:  cd @STUDY@/aggregate_results && qsub ./aggregate_results.pbs.sh
+
+# --- status markers for `maestro status` (KEY=VALUE lines); not part of the step's command ---
+MAESTRO_STATUS_FILE=@STUDY@/aggregate_results/aggregate_results.status
+_mc_mark() { printf '%s=%s\n' "$1" "$2" >> "$MAESTRO_STATUS_FILE"; }
+_mc_finish() {
+    local rc=$?
+    trap - EXIT
+    _mc_mark END "$(date +%s)"
+    _mc_mark EXIT_CODE "$rc"
+    exit "$rc"
+}
+_mc_mark START "$(date +%s)"
+_mc_mark HOST "${HOSTNAME:-unknown}"
+_mc_mark JOB_ID "${PBS_JOBID:-$$}"
+trap _mc_finish EXIT
+trap '_mc_mark SIGNAL TERM; exit 143' TERM
+trap '_mc_mark SIGNAL INT; exit 130' INT
+cd @STUDY@/aggregate_results || exit 1
+
+# --- the step's command, verbatim from the spec; a subshell keeps its own exit and traps inside ---
+(
+python3 @SPECDIR@/aggregate.py @STUDY@/run_simulation --name result.json --output summary.csv
+)

@@ -1,0 +1,30 @@
+#!/bin/bash
+#PBS -N mc_run_simulation_SIZE.10
+#PBS -o run_simulation_SIZE.10.out
+#PBS -e run_simulation_SIZE.10.err
+# maestro_compile: step 'run_simulation' of study 'size_sweep'
+# node: run_simulation_SIZE.10
+# Submit it by hand with:  cd @STUDY@/run_simulation/SIZE.10 && qsub ./run_simulation_SIZE.10.pbs.sh
+
+# --- status markers for `maestro status` (KEY=VALUE lines); not part of the step's command ---
+MAESTRO_STATUS_FILE=@STUDY@/run_simulation/SIZE.10/run_simulation_SIZE.10.status
+_mc_mark() { printf '%s=%s\n' "$1" "$2" >> "$MAESTRO_STATUS_FILE"; }
+_mc_finish() {
+    local rc=$?
+    trap - EXIT
+    _mc_mark END "$(date +%s)"
+    _mc_mark EXIT_CODE "$rc"
+    exit "$rc"
+}
+_mc_mark START "$(date +%s)"
+_mc_mark HOST "${HOSTNAME:-unknown}"
+_mc_mark JOB_ID "${PBS_JOBID:-$$}"
+trap _mc_finish EXIT
+trap '_mc_mark SIGNAL TERM; exit 143' TERM
+trap '_mc_mark SIGNAL INT; exit 130' INT
+cd @STUDY@/run_simulation/SIZE.10 || exit 1
+
+# --- the step's command, verbatim from the spec; a subshell keeps its own exit and traps inside ---
+(
+python3 @SPECDIR@/simulate.py --size 10 --output result.json
+)

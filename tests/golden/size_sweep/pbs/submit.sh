@@ -1,0 +1,89 @@
+#!/bin/bash
+# maestro_compile: submits study 'size_sweep' to PBS and returns.
+# Plain bash (no Python needed); run it by hand with ./submit.sh or through `maestro submit`.
+#
+# PBS has no usable job arrays for a workflow (no element-wise dependency; an array's exit
+# status is its last sub-job's), so every node is one job, submitted in dependency order with
+# `qsub` run in the node's workspace and chained with -W depend=afterok:ID[:ID...]. When a job
+# fails, PBS deletes its afterok dependents, and theirs in turn. Jobs without parents are
+# submitted held (-h) and released with one `qrls` once everything is queued. The rollback
+# deletes every job it submitted: PBS would leave the dependents of a deleted held job held forever.
+# Each job id is appended to jobs.tsv the moment it is known. If any submission fails, every
+# job already submitted is cancelled, and the study can be submitted again once the cause is
+# fixed. A study is submitted once: a second run of this script is refused.
+set -u
+
+STUDY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+STATE_DIR="$STUDY_DIR/.maestro"
+LEDGER="$STUDY_DIR/jobs.tsv"
+SUBMITTED=()     # every job id submitted so far, for the rollback
+ROOTS=()         # held jobs to release at the end
+NOW=$(date +%s)
+
+rollback() {
+    trap - INT TERM HUP
+    if (( ${#SUBMITTED[@]} )); then
+        echo "submit.sh: cancelling the ${#SUBMITTED[@]} job(s) already submitted: ${SUBMITTED[*]}" >&2
+        qdel "${SUBMITTED[@]}" 2>&1 | sed 's/^/submit.sh: /' >&2
+    fi
+    [[ -f $LEDGER ]] && mv "$LEDGER" "$STATE_DIR/jobs.rolled-back.$NOW.tsv"
+    rm -f "$STATE_DIR/submitted"
+}
+
+fail() {
+    echo "submit.sh: error: $*" >&2
+    rollback
+    echo "submit.sh: nothing of this study is queued any more; fix the cause and submit again" >&2
+    exit 1
+}
+
+# submit VAR LABEL WORKDIR QSUB_ARGS...: run qsub in WORKDIR (the script's -o/-e are relative
+# to it); the job id goes into the variable VAR
+submit() {
+    local var=$1 label=$2 workdir=$3 out id
+    shift 3
+    if ! out=$(cd "$workdir" 2>&1 && qsub "$@" 2>&1); then
+        fail "qsub failed for $label: $out"$'\n'"  command: cd $workdir && qsub $*"
+    fi
+    id=${out##*$'\n'}     # "12.server"
+    [[ $id =~ ^[0-9]+(\.[A-Za-z0-9_.-]+)?$ ]] || fail "cannot read a job id from qsub's output for $label: $out"
+    SUBMITTED+=("$id")
+    printf -v "$var" '%s' "$id"
+}
+
+
+record() {
+    printf '%s\t%s\t%s\n' "$NOW" "$2" "$1" >> "$LEDGER" || fail "cannot write $LEDGER"
+}
+
+command -v qsub >/dev/null || { echo "submit.sh: error: qsub not found; submit from a machine of the PBS cluster" >&2; exit 1; }
+mkdir -p "$STATE_DIR" || exit 1
+# The lock is created atomically, so two concurrent submits cannot both proceed.
+if ! ( set -o noclobber; echo "$NOW $$ $(hostname)" > "$STATE_DIR/submitted" ) 2>/dev/null; then
+    echo "submit.sh: error: study $STUDY_DIR was already submitted (see $STATE_DIR/submitted and jobs.tsv); it is not submitted twice" >&2
+    exit 1
+fi
+trap 'fail "interrupted"' INT TERM HUP
+
+# J0 = node run_simulation_SIZE.10; waits for: none (held until everything is queued)
+submit J0 run_simulation_SIZE.10 @STUDY@/run_simulation/SIZE.10 -h @STUDY@/run_simulation/SIZE.10/run_simulation_SIZE.10.pbs.sh
+ROOTS+=("${J0}")
+record "${J0}" run_simulation_SIZE.10
+# J1 = node run_simulation_SIZE.100; waits for: none (held until everything is queued)
+submit J1 run_simulation_SIZE.100 @STUDY@/run_simulation/SIZE.100 -h @STUDY@/run_simulation/SIZE.100/run_simulation_SIZE.100.pbs.sh
+ROOTS+=("${J1}")
+record "${J1}" run_simulation_SIZE.100
+# J2 = node run_simulation_SIZE.1000; waits for: none (held until everything is queued)
+submit J2 run_simulation_SIZE.1000 @STUDY@/run_simulation/SIZE.1000 -h @STUDY@/run_simulation/SIZE.1000/run_simulation_SIZE.1000.pbs.sh
+ROOTS+=("${J2}")
+record "${J2}" run_simulation_SIZE.1000
+# J3 = node aggregate_results; waits for: afterok J0, afterok J1, afterok J2
+submit J3 aggregate_results @STUDY@/aggregate_results -W "depend=afterok:${J0}:${J1}:${J2}" @STUDY@/aggregate_results/aggregate_results.pbs.sh
+record "${J3}" aggregate_results
+
+# everything is queued: release the held roots
+if (( ${#ROOTS[@]} )) && ! out=$(qrls "${ROOTS[@]}" 2>&1); then
+    fail "qrls failed: $out"
+fi
+trap - INT TERM HUP
+echo "submitted 4 PBS job(s) (0 array(s)) for 4 node(s); released ${#ROOTS[@]} held root job(s)"
