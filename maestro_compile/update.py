@@ -15,6 +15,8 @@ from . import runner
 from .backends import get_backend
 from .errors import MaestroCompileError, SchedulerCommandError
 from .runner import Command
+from .states import ACTIVE
+from .status import collect
 from .studydir import StudyDir
 
 
@@ -69,12 +71,16 @@ def _throttle(study: StudyDir, backend, throttle: int, outcome: Outcome) -> None
         return
     ledger = study.ledger(backend.job_id)
     # an array task's ledger id (123_4, 123[5]) differs from the id of its array (123)
-    arrays = sorted({backend.query_id(e.job_id) for e in ledger.values() if backend.query_id(e.job_id) != e.job_id},
-                    key=lambda job_id: (len(job_id), job_id))
-    if not arrays:
+    tasks = {name: backend.query_id(e.job_id) for name, e in ledger.items() if backend.query_id(e.job_id) != e.job_id}
+    if not tasks:
         outcome.notes.append(f"--throttle {throttle}: nothing to change: the study has no job array "
                              f"(only parameterized steps are submitted as arrays)")
         return
+    # only arrays with tasks still waiting or running: a scheduler may accept the change on an
+    # array that has ended (Slurm does, for a cancelled one), which would report a change that is none
+    rows, _ = collect(study, backend)
+    active = {row.name for row in rows if row.state in ACTIVE}
+    arrays = sorted({array for name, array in tasks.items() if name in active}, key=lambda i: (len(i), i))
     env = backend.command_env(study)
     changed = []
     for array_id in arrays:

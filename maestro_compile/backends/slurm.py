@@ -164,7 +164,9 @@ class SlurmBackend(ScheduledBackend):
         and says "<id>_0: Job has already finished" and "<id>_1-3: No error"."""
         if returncode == 0 or "No error" in stderr:
             return True
-        if any(text in stderr for text in ("already finished", "completing or completed", "Invalid job id")):
+        # "Unexpected message received": what 22.05 says for an array that has just completed
+        ended = ("already finished", "completing or completed", "Invalid job id", "Unexpected message received")
+        if any(text in stderr for text in ended):
             return False
         return None
 
