@@ -10,7 +10,8 @@ import traceback
 from pathlib import Path
 from typing import List, Optional
 
-from . import __version__, commands, runner
+from . import __version__, runner
+from . import commands as maestrowf
 from .backends import BACKENDS, get_backend
 from .compile import Options, check_study, compile_study
 from .errors import EXIT_USAGE, MaestroCompileError, SpecError
@@ -76,25 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
                                     "script that chains them with the scheduler's own dependencies.")
     parser.add_argument("-v", "--version", action="version", version=f"maestro_compile {__version__}")
     parser.add_argument("--debug", action="store_true", help="show a full traceback on internal errors")
-    commands.global_options(parser)
+    maestrowf.global_options(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    p = sub.add_parser("compile", help="write the study directory (scripts, submit.sh, study.json)")
+    p = commands.add_parser("compile", help="write the study directory (scripts, submit.sh, study.json)")
     _spec_options(p)
-    p = sub.add_parser("validate", help="check a spec (schema, names, DAG, tokens); writes nothing")
+    p = commands.add_parser("validate", help="check a spec (schema, names, DAG, tokens); writes nothing")
     _spec_options(p, with_out=False)
-    p = sub.add_parser("submit", help="submit a compiled study and return")
+    p = commands.add_parser("submit", help="submit a compiled study and return")
     p.add_argument("study_dir", type=Path)
     _jobs_option(p)
-    p = sub.add_parser("status", help="show the state of every step of one or more studies")
+    p = commands.add_parser("status", help="show the state of every step of one or more studies")
     p.add_argument("study_dirs", type=Path, nargs="+", metavar="DIR")
     p.add_argument("--json", action="store_true", help="machine-readable output (several DIRs: a JSON array)")
     p.add_argument("--csv", metavar="FILE", help="also write Maestro's status.csv format to FILE ('-' for stdout)")
-    commands.status_options(p)
-    p = sub.add_parser("cancel", help="stop running steps and prevent the rest, in one or more studies")
+    maestrowf.status_options(p)
+    p = commands.add_parser("cancel", help="stop running steps and prevent the rest, in one or more studies")
     p.add_argument("study_dirs", type=Path, nargs="+", metavar="DIR")
     p.add_argument("-y", "--autoyes", action="store_true", help="accepted for maestrowf; cancel never asks")
-    p = sub.add_parser("resubmit", help="submit again the steps that failed, timed out or were cancelled, "
+    p = commands.add_parser("resubmit", help="submit again the steps that failed, timed out or were cancelled, "
                                              "and every step below them")
     p.add_argument("study_dir", type=Path)
     p.add_argument("--only", action="append", default=[], metavar="STEP_OR_NODE",
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "their descendants still come along")
     p.add_argument("--dry", action="store_true", help="print what would be resubmitted; write and submit nothing")
     _jobs_option(p)
-    p = sub.add_parser("graph", help="draw the DAG: DOT or Mermaid text, or an image through Graphviz")
+    p = commands.add_parser("graph", help="draw the DAG: DOT or Mermaid text, or an image through Graphviz")
     _spec_options(p, with_out=False)
     graph_positional(p)
     p.add_argument("--format", choices=["dot", "mermaid"],
@@ -114,20 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one vertex per node instead of one per step")
     p.add_argument("--no-status", action="store_true",
                    help="study directory: do not colour the nodes by their state")
-    p = sub.add_parser("run", help="compile and submit (Maestro's spelling)")
+    p = commands.add_parser("run", help="compile and submit (Maestro's spelling)")
     _spec_options(p)
     _jobs_option(p)
     p.add_argument("--wait", action="store_true",
                    help="block until the study ends; exit 0 only if every step finished")
     p.add_argument("--poll", type=float, default=1.0, metavar="SECONDS", help="status interval with --wait")
-    commands.run_options(p)
-    p = sub.add_parser("update", help="change the throttle of submitted studies (maestrowf's update)")
-    commands.update_options(p)
+    maestrowf.run_options(p)
+    p = commands.add_parser("update", help="change the throttle of submitted studies (maestrowf's update)")
+    maestrowf.update_options(p)
     return parser
 
 
 def _jobs_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-j", "--jobs", type=_positive, default=commands.DefaultJobs(os.cpu_count() or 1), metavar="N",
+    parser.add_argument("-j", "--jobs", type=_positive, metavar="N",
+                        default=maestrowf.DefaultJobs(os.cpu_count() or 1),   # told apart from a -j given
                         help="local backend: run at most N steps at once (default: number of cores)")
 
 
@@ -155,7 +157,7 @@ def _options(args: argparse.Namespace) -> Options:
 
 
 def _warn(messages: List[str]) -> None:
-    commands.warn(messages)
+    maestrowf.warn(messages)
 
 
 def _compile(args: argparse.Namespace):
@@ -208,8 +210,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.json:
             documents.append(format_json(rows, runtime, study))
         else:
-            print(commands.format_layout(rows, args.layout))
-    worst = commands.each_directory(args.study_dirs, one, heading=not (args.json or args.csv == "-"))
+            print(maestrowf.format_layout(rows, args.layout))
+    worst = maestrowf.each_directory(args.study_dirs, one, heading=not (args.json or args.csv == "-"))
     if documents:   # one JSON value: the study's object, or an array of them for several directories
         print(documents[0] if len(args.study_dirs) == 1 else "[\n" + ",\n".join(documents) + "\n]")
     return worst
@@ -219,19 +221,21 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     def one(directory: Path) -> None:
         study = StudyDir.open(directory)
         print(get_backend(study.manifest.backend).cancel(study))
-    return commands.each_directory(args.study_dirs, one)
+    return maestrowf.each_directory(args.study_dirs, one)
 
 
 def cmd_update(args: argparse.Namespace) -> int:
+    positions = iter(range(len(args.study_dirs)))   # the directories come in order, repeats too
+
     def one(directory: Path) -> None:
-        index = args.study_dirs.index(directory)
-        outcome = update(StudyDir.open(directory), commands.pick(args.throttle, index),
-                         commands.pick(args.rlimit, index), commands.pick(args.sleep, index))
+        index = next(positions)
+        outcome = update(StudyDir.open(directory), maestrowf.pick(args.throttle, index),
+                         maestrowf.pick(args.rlimit, index), maestrowf.pick(args.sleep, index))
         for message in outcome.messages:
             print(message)
         for message in outcome.notes:
-            commands.note(message)
-    return commands.each_directory(args.study_dirs, one)
+            maestrowf.note(message)
+    return maestrowf.each_directory(args.study_dirs, one)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -240,7 +244,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"compiled {len(result.study.nodes)} node(s) into {result.directory}")
     study = StudyDir.open(result.directory)
     backend = get_backend(study.manifest.backend)
-    if not commands.launch(args, result.directory, study.manifest.backend):
+    if not maestrowf.launch(args, result.directory, study.manifest.backend):
         return 0
     print(submit(study, args.jobs))
     if not args.wait:
@@ -283,14 +287,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
-    log = commands.LogFile(args.logpath, sys.argv[1:] if argv is None else argv)
+    log = maestrowf.LogFile(args.logpath, sys.argv[1:] if argv is None else argv)
     try:
         log.__enter__()
     except MaestroCompileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     try:
-        commands.resolve(args, parser)
+        maestrowf.resolve(args, parser)
         return COMMANDS[args.command](args)
     except SpecError as exc:
         for problem in exc.problems:
