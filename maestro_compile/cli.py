@@ -1,4 +1,5 @@
-"""Command line: compile | validate | submit | status | cancel | run. The one error boundary."""
+"""Command line: compile | validate | submit | status | cancel | run | graph | resubmit | update.
+The one error boundary. maestrowf's own flags are accepted too (commands.py)."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import __version__, runner
+from . import commands as maestrowf
 from .backends import BACKENDS, get_backend
 from .compile import Options, check_study, compile_study
 from .errors import EXIT_USAGE, MaestroCompileError, SpecError
@@ -18,8 +20,9 @@ from .graph import draw as draw_graph, target_positional as graph_positional
 from .progress import Progress
 from .resubmit import resubmit
 from .states import State
-from .status import collect, finished, format_csv, format_json, format_table, summary
+from .status import collect, finished, format_csv, format_json, summary
 from .studydir import StudyDir
+from .update import update
 
 # Exit codes (docs/cli.md); the others come with the errors (errors.py): 1 user error,
 # 64 command-line usage, 69 scheduler command failed or unreachable.
@@ -48,8 +51,8 @@ def _spec_options(parser: argparse.ArgumentParser, with_out: bool = True) -> Non
                         help=f"flat: every workspace of a step in the step's directory (Maestro's layout); "
                              f"sharded: in subdirectories of {SHARD_SIZE} combinations; auto (default): flat "
                              f"up to {FLAT_LIMIT} combinations per step, sharded above")
-    parser.add_argument("-t", "--throttle", type=_positive, default=0, metavar="T",
-                        help="schedulers: run at most T tasks of each job array at once")
+    parser.add_argument("-t", "--throttle", type=_non_negative, default=0, metavar="T",
+                        help="schedulers: run at most T tasks of each job array at once (0: no limit)")
     parser.add_argument("--retries", type=_non_negative, default=0, metavar="N",
                         help="rerun a failed step inside its job up to N times before it counts as failed")
     parser.add_argument("-r", "--rlimit", type=_non_negative, default=1, metavar="N",
@@ -72,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="maestro", description="Compile Maestro study specifications into batch scripts and a submit "
                                     "script that chains them with the scheduler's own dependencies.")
-    parser.add_argument("--version", action="version", version=f"maestro_compile {__version__}")
+    parser.add_argument("-v", "--version", action="version", version=f"maestro_compile {__version__}")
     parser.add_argument("--debug", action="store_true", help="show a full traceback on internal errors")
+    maestrowf.global_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = commands.add_parser("compile", help="write the study directory (scripts, submit.sh, study.json)")
@@ -83,12 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("submit", help="submit a compiled study and return")
     p.add_argument("study_dir", type=Path)
     _jobs_option(p)
-    p = commands.add_parser("status", help="show the state of every step of a study")
-    p.add_argument("study_dir", type=Path)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = commands.add_parser("status", help="show the state of every step of one or more studies")
+    p.add_argument("study_dirs", type=Path, nargs="+", metavar="DIR")
+    p.add_argument("--json", action="store_true", help="machine-readable output (several DIRs: a JSON array)")
     p.add_argument("--csv", metavar="FILE", help="also write Maestro's status.csv format to FILE ('-' for stdout)")
-    p = commands.add_parser("cancel", help="stop running steps and prevent the rest")
-    p.add_argument("study_dir", type=Path)
+    maestrowf.status_options(p)
+    p = commands.add_parser("cancel", help="stop running steps and prevent the rest, in one or more studies")
+    p.add_argument("study_dirs", type=Path, nargs="+", metavar="DIR")
+    p.add_argument("-y", "--autoyes", action="store_true", help="accepted for maestrowf; cancel never asks")
     p = commands.add_parser("resubmit", help="submit again the steps that failed, timed out or were cancelled, "
                                              "and every step below them")
     p.add_argument("study_dir", type=Path)
@@ -115,11 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true",
                    help="block until the study ends; exit 0 only if every step finished")
     p.add_argument("--poll", type=float, default=1.0, metavar="SECONDS", help="status interval with --wait")
+    maestrowf.run_options(p)
+    p = commands.add_parser("update", help="change the throttle of submitted studies (maestrowf's update)")
+    maestrowf.update_options(p)
     return parser
 
 
 def _jobs_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-j", "--jobs", type=_positive, default=os.cpu_count() or 1, metavar="N",
+    parser.add_argument("-j", "--jobs", type=_positive, metavar="N",
+                        default=maestrowf.DefaultJobs(os.cpu_count() or 1),   # told apart from a -j given
                         help="local backend: run at most N steps at once (default: number of cores)")
 
 
@@ -147,8 +157,7 @@ def _options(args: argparse.Namespace) -> Options:
 
 
 def _warn(messages: List[str]) -> None:
-    for message in messages:
-        print(f"warning: {message}", file=sys.stderr)
+    maestrowf.warn(messages)
 
 
 def _compile(args: argparse.Namespace):
@@ -188,21 +197,45 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    study = StudyDir.open(args.study_dir)
-    rows, runtime = collect(study)
-    if args.csv == "-":
-        sys.stdout.write(format_csv(rows))
-        return 0
-    if args.csv:
-        Path(args.csv).write_text(format_csv(rows), encoding="utf-8")
-    print(format_json(rows, runtime, study) if args.json else format_table(rows))
-    return 0
+    documents = []
+
+    def one(directory: Path) -> None:
+        study = StudyDir.open(directory)
+        rows, runtime = collect(study)
+        if args.csv == "-":
+            sys.stdout.write(format_csv(rows))
+            return
+        if args.csv:
+            Path(args.csv).write_text(format_csv(rows), encoding="utf-8")
+        if args.json:
+            documents.append(format_json(rows, runtime, study))
+        else:
+            print(maestrowf.format_layout(rows, args.layout))
+    worst = maestrowf.each_directory(args.study_dirs, one, heading=not (args.json or args.csv == "-"))
+    if documents:   # one JSON value: the study's object, or an array of them for several directories
+        print(documents[0] if len(args.study_dirs) == 1 else "[\n" + ",\n".join(documents) + "\n]")
+    return worst
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    study = StudyDir.open(args.study_dir)
-    print(get_backend(study.manifest.backend).cancel(study))
-    return 0
+    def one(directory: Path) -> None:
+        study = StudyDir.open(directory)
+        print(get_backend(study.manifest.backend).cancel(study))
+    return maestrowf.each_directory(args.study_dirs, one)
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    positions = iter(range(len(args.study_dirs)))   # the directories come in order, repeats too
+
+    def one(directory: Path) -> None:
+        index = next(positions)
+        outcome = update(StudyDir.open(directory), maestrowf.pick(args.throttle, index),
+                         maestrowf.pick(args.rlimit, index), maestrowf.pick(args.sleep, index))
+        for message in outcome.messages:
+            print(message)
+        for message in outcome.notes:
+            maestrowf.note(message)
+    return maestrowf.each_directory(args.study_dirs, one)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -211,6 +244,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"compiled {len(result.study.nodes)} node(s) into {result.directory}")
     study = StudyDir.open(result.directory)
     backend = get_backend(study.manifest.backend)
+    if not maestrowf.launch(args, result.directory, study.manifest.backend):
+        return 0
     print(submit(study, args.jobs))
     if not args.wait:
         print(f"watch it with: maestro status {result.directory}")
@@ -243,7 +278,7 @@ def cmd_resubmit(args: argparse.Namespace) -> int:
 
 COMMANDS = {"compile": cmd_compile, "validate": cmd_validate, "submit": cmd_submit,
             "status": cmd_status, "cancel": cmd_cancel, "run": cmd_run, "graph": cmd_graph,
-            "resubmit": cmd_resubmit}
+            "resubmit": cmd_resubmit, "update": cmd_update}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -252,7 +287,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    log = maestrowf.LogFile(args.logpath, sys.argv[1:] if argv is None else argv)
     try:
+        log.__enter__()
+    except MaestroCompileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    try:
+        maestrowf.resolve(args, parser)
         return COMMANDS[args.command](args)
     except SpecError as exc:
         for problem in exc.problems:
@@ -271,3 +313,5 @@ def main(argv: Optional[List[str]] = None) -> int:
             traceback.print_exc()
         print(f"internal error: {type(exc).__name__}: {exc}\n{REPORT}", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        log.__exit__()

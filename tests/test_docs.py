@@ -508,6 +508,106 @@ def test_readme_first_command_runs_and_every_step_finishes(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------
+# 2b. the maestrowf flag table of docs/migrating.md: every example runs, with its exit code and note
+# ------------------------------------------------------------------------------------------
+
+MIGRATING = DOCS / "migrating.md"
+MAESTROWF_HEADING = "## Commands and options"
+PGEN_PAGE = DOCS / "pgen.md"
+
+
+@dataclass
+class FlagRow:
+    line: int
+    flag: str                   # the maestrowf cell
+    argv: List[str]             # the example, after the program name
+    exit_code: int
+    note: Optional[str]         # the start of the one `note:` line expected on stderr
+
+
+def table_cells(line: str) -> List[str]:
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def maestrowf_rows() -> List[FlagRow]:
+    """The rows of the table under "## Commands and options": maestrowf | here | example | exit, note."""
+    lines = MIGRATING.read_text(encoding="utf-8").splitlines()
+    start = lines.index(MAESTROWF_HEADING)
+    rows = []
+    for number, line in enumerate(lines[start + 1:], start=start + 2):
+        if line.startswith("## "):
+            break
+        if not line.startswith("|") or set(line) <= set("|- "):
+            continue
+        cells = table_cells(line)
+        if cells[0] == "maestrowf 1.2.1":
+            assert cells[1:] == ["what it does here", "example", "exit, note"], f"migrating.md:{number}: {cells}"
+            continue
+        example = next((span for span in code_spans(cells[2]) if span.split()[0] in PROGRAMS), None)
+        assert example, f"migrating.md:{number}: the row of {cells[0]} has no example command"
+        result = re.fullmatch(r"(\d+)(?:, `(note: [^`]+)`)?", cells[3])
+        assert result, f"migrating.md:{number}: expected '<exit code>[, `note: ...`]', found {cells[3]!r}"
+        rows.append(FlagRow(number, cells[0], shlex.split(example)[1:], int(result.group(1)), result.group(2)))
+    return rows
+
+
+def flags_of(cell: str) -> List[str]:
+    """The options named in a maestrowf cell (`-t`, `--throttle N`, `maestro -l LOGPATH`, ...)."""
+    return [word for span in code_spans(cell) for word in span.split() if word.startswith("-")]
+
+
+def test_the_maestrowf_table_names_every_maestrowf_flag():
+    """Every option of maestrowf 1.2.1 (its `maestro --help` and the help of each command)."""
+    every = {"-l", "--logpath", "-d", "--debug_lvl", "-c", "--logstdout", "-v", "--version",
+             "-a", "--attempts", "-r", "--rlimit", "-t", "--throttle", "-s", "--sleeptime", "--dry", "-p", "--pgen",
+             "--pargs", "-o", "--out", "-fg", "--hashws", "-n", "--autono", "-y", "--autoyes", "--usetmp",
+             "--layout", "--disable-theme", "--disable-pager", "--sleep"}
+    named = {flag for row in maestrowf_rows() for flag in flags_of(row.flag)}
+    missing = sorted(every - named)
+    assert not missing, f"maestrowf flags missing from the table of docs/migrating.md: {missing}"
+    commands = {row.flag.split("`")[1].split()[1] for row in maestrowf_rows() if row.flag.startswith("`maestro ")
+                and not row.flag.startswith("`maestro -")}
+    assert {"run", "status", "cancel", "update"} <= commands, commands
+
+
+def test_the_maestrowf_table_runs_as_documented(tmp_path):
+    """Every example of the table, in order, in one scratch directory (local backend)."""
+    work = scratch(tmp_path, "maestrowf")
+    pgen = next(block for block in code_blocks(PGEN_PAGE) if block.language == "python")
+    (work / "params.py").write_text("\n".join(pgen.lines) + "\n", encoding="utf-8")
+    rows = maestrowf_rows()
+    assert len(rows) >= 20
+    for row in rows:
+        where = f"docs/migrating.md:{row.line}: maestro {' '.join(row.argv)}"
+        assert parse_error(row.argv) is None, f"{where}: {parse_error(row.argv)}"
+        result = maestro(row.argv, work)
+        assert result.returncode == row.exit_code, f"{where}\n    exited {result.returncode}, not {row.exit_code}:" \
+                                                   f"\n{result.stdout}{result.stderr}"
+        assert "Traceback" not in result.stderr and "internal error" not in result.stderr, where
+        notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+        if row.note:
+            assert len(notes) == 1 and notes[0].startswith(row.note), f"{where}\n    notes: {notes}"
+        else:
+            assert not notes, f"{where}\n    unexpected notes: {notes}"
+        if row.exit_code:
+            assert result.stderr.startswith("error: "), f"{where}\n{result.stderr}"
+        if row.argv[0] == "run":
+            study = work / positional_out(row.argv)
+            if (study / ".maestro" / "submitted").exists():
+                wait_for_local_runner(study)
+    # what the rows claim beyond their exit codes
+    assert not (work / "study_n" / ".maestro" / "submitted").exists()
+    assert not (work / "study_dry" / ".maestro" / "submitted").exists()
+    assert (work / "study_bg" / ".maestro" / "submitted").exists()      # no terminal here: no question
+    assert "==> study1 <==" in maestro(["status", "study1", "study2"], work).stdout
+    assert "status study1" in (work / "maestro.log").read_text()
+
+
+def positional_out(argv: List[str]) -> str:
+    return next(argv[i + 1] for i, word in enumerate(argv[:-1]) if word in ("-o", "--out"))
+
+
+# ------------------------------------------------------------------------------------------
 # 3. the references are complete and consistent
 # ------------------------------------------------------------------------------------------
 

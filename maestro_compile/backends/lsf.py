@@ -157,6 +157,21 @@ class LsfBackend(ScheduledBackend):
     def cancel_argv(self, ids: Sequence[str]) -> List[str]:
         return ["bkill", *ids]
 
+    # --- maestro update --throttle ---
+    throttle_min = 1          # bmod -J "%N": a job array's job slot limit, N >= 1
+
+    def throttle_argv(self, array_id: str, throttle: int) -> List[str]:
+        """Change how many elements of a submitted job array run at once (bmod -J "%job_limit")."""
+        return ["bmod", "-J", f"%{throttle}", array_id]
+
+    def throttle_outcome(self, returncode: int, stderr: str) -> Optional[bool]:
+        """True: changed; False: the array has ended or LSF forgot it; None: bmod failed."""
+        if returncode == 0:
+            return True
+        if any(text in stderr for text in ("already finished", "No matching job found")):
+            return False
+        return None
+
     def may_still_run(self, name: str, runtime) -> bool:
         native = runtime.jobs.get(name)
         return bool(native) and native.state == "UNKWN"   # mbatchd lost the host; the job may go on

@@ -151,6 +151,25 @@ class SlurmBackend(ScheduledBackend):
     def cancel_argv(self, ids: Sequence[str]) -> List[str]:
         return ["scancel", *ids]
 
+    # --- maestro update --throttle ---
+    throttle_min = 0          # ArrayTaskThrottle=0 removes the limit
+
+    def throttle_argv(self, array_id: str, throttle: int) -> List[str]:
+        """Change how many tasks of a submitted job array run at once."""
+        return ["scontrol", "update", f"JobId={array_id}", f"ArrayTaskThrottle={throttle}"]
+
+    def throttle_outcome(self, returncode: int, stderr: str) -> Optional[bool]:
+        """True: the array's waiting tasks have the new limit; False: the array has ended (nothing
+        to change); None: scontrol failed. On an array some of whose tasks ended, scontrol exits 1
+        and says "<id>_0: Job has already finished" and "<id>_1-3: No error"."""
+        if returncode == 0 or "No error" in stderr:
+            return True
+        # "Unexpected message received": what 22.05 says for an array that has just completed
+        ended = ("already finished", "completing or completed", "Invalid job id", "Unexpected message received")
+        if any(text in stderr for text in ended):
+            return False
+        return None
+
 
 def dependency_list(target: Target) -> str:
     """--dependency's value: one afterok with every whole parent job (afterok:a:b, the same as
