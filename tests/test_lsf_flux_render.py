@@ -104,7 +104,7 @@ def test_lsf_submit_chains_arrays_element_wise_and_funnels_on_whole_arrays(tmp_p
     assert '-w "done(${J0}[*])" -ti' in lines[1]     # element i of post waits for element i of sim
     assert '-w "done(${J1})" -ti' in lines[2]        # the funnel waits for the whole array
     assert 'bresume "${ROOTS[@]}"' in submit
-    assert "printf '%s\\t%s\\t%s[%s]\\n'" in submit and "local id=$1 task=1 node" in submit  # 1-based
+    assert "printf -v line '%s\\t%s\\t%s[%s]\\n'" in submit and 'local id=$1 task=1 node line lines=""' in submit  # 1-based
     array = files["sim/sim.array.lsf.sh"].text
     assert '#BSUB -J "sim[1-3]%2"' in array
     assert "task=$(( index - 1 ))" in array
