@@ -66,7 +66,8 @@ def test_lsf_header_rounds_walltime_up_and_keeps_values_on_one_line(tmp_path):
     study = _study(tmp_path, HPC, "lsf")
     sim = next(n for n in study.nodes if n.step == "sim")
     header = _header(LsfBackend().render_step(study, sim), "#BSUB")
-    assert header[:3] == ['-J "sim_X.1"', "-o sim_X.1.out", "-e sim_X.1.err"]
+    assert header[:4] == ['-J "sim_X.1"', f'-Jd "maestro_compile:{study.identity}"', "-o sim_X.1.out",
+                          "-e sim_X.1.err"]
     assert "-nnodes 2" in header and "-n 8" not in header
     assert '-q "pbatch"' in header and '-U "res1"' in header and "-x" in header
     assert '-G "my \\"bank\\" X"' in header            # quote escaped, newline folded

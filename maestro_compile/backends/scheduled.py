@@ -443,6 +443,10 @@ class ScheduledBackend(Backend):
                 raise StudyDirError(f"{study.path}: the study has not been submitted; nothing to cancel")
             study.mark_cancelled(int(time.time()))
             return "nothing to cancel: no job of the study is queued"
+        if self.active_command(ids[:1], None) is None:   # cannot check: cancel every id, as asked
+            self.cancel_jobs(study, ids)
+            study.mark_cancelled(int(time.time()))
+            return f"cancel requested for {len(ids)} job(s) of the study with {self.cancel_argv(['X'])[0]}"
         active = self.still_active(study, ids)
         if active:
             self.cancel_jobs(study, active)

@@ -18,15 +18,31 @@ set -u
 STUDY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STATE_DIR="$STUDY_DIR/.maestro"
 LEDGER="$STUDY_DIR/jobs.tsv"
-STUDY_TAG=maestro_compile:@STUDYID@    # in every job's nothing (this backend does not tag its jobs)
+STUDY_TAG=maestro_compile:@STUDYID@    # in every job's job description (-Jd)
 SUBMITTED=()     # every job id submitted so far, for the rollback
 ROOTS=()         # held jobs to release at the end
 NOW=$(date +%s)
 
-# still_queued ID...: the ids still in the queue (a backend that cannot ask assumes none)
-still_queued() { :; }
-# tagged_jobs: ids of queued jobs carrying this study's tag (a backend that cannot ask finds none)
-tagged_jobs() { :; }
+# still_queued ID...: the ids still pending, running or suspended; fails when bjobs cannot tell
+still_queued() {
+    local out err
+    err=$(mktemp) || return 1
+    out=$(bjobs -noheader -o "jobid stat" "$@" 2>"$err")
+    local rc=$? why
+    why=$(cat "$err"); rm -f "$err"
+    if (( rc != 0 )) && [[ -z $out && $why != *"not found"* ]]; then
+        return 1
+    fi
+    printf '%s\n' "$out" | while read -r id stat; do
+        case $stat in PEND|PSUSP|PROV|WAIT|RUN|USUSP|SSUSP) echo "$id" ;; esac
+    done | sort -u
+}
+# tagged_jobs: ids of our unfinished jobs whose description is this study's tag
+tagged_jobs() {
+    bjobs -noheader -o "jobid job_description delimiter='|'" 2>/dev/null | while IFS='|' read -r id description; do
+        [[ $description == "$STUDY_TAG" ]] && echo "$id"
+    done | sort -u
+}
 
 # verify_cancelled ID...: wait until none of the jobs is queued any more; on failure print the
 # ones that may still be (all of them when the scheduler does not answer)
