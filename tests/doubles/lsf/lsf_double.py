@@ -184,6 +184,15 @@ def wrap79(text):
     return "\n".join(line.rstrip() for line in lines)
 
 
+def default_signals():
+    """In a job about to start: every signal back to its default action, as sbatchd does. The
+    daemon may have been started by a shell that ignores SIGINT and SIGQUIT (`cmd &`), and an
+    ignored signal stays ignored across exec: bkill's SIGINT would then not reach the job."""
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
+                signal.SIGPIPE, signal.SIGALRM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def signal_number(name):
     """A signal given as name (USR1, SIGUSR1) or number, as -wa and bkill -s accept it."""
     text = str(name).strip().upper()
@@ -1111,7 +1120,7 @@ class Daemon:
         stdout, stderr, stdin = open_streams(job, idx, cwd, self.store.dir)
         try:
             proc = subprocess.Popen(["/bin/bash", job["spool"]], cwd=cwd, env=job_env(job, idx, cwd),
-                                    stdin=stdin, stdout=stdout, stderr=stderr,
+                                    stdin=stdin, stdout=stdout, stderr=stderr, preexec_fn=default_signals,
                                     start_new_session=True, close_fds=True)
         finally:
             for handle in {stdout, stderr, stdin}:
