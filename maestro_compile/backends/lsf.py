@@ -13,7 +13,7 @@ from ..runner import Command
 from ..states import NativeStatus, State
 from ..walltime import lsf_limit
 from .base import LaunchRequest
-from .scheduled import ScheduledBackend, Target, allocation, directive_value, sh, split_user_directives, truthy
+from .scheduled import ScheduledBackend, Target, allocation, directive_value, sh, truthy
 
 FIELDS = "jobid jobindex stat exit_code exit_reason pend_reason"
 
@@ -94,7 +94,7 @@ class LsfBackend(ScheduledBackend):
         if node.restart is not None and seconds:
             # USR1 ahead of the run limit; the script then requeues itself with brequeue
             lines += ["-wa USR1", f"-wt {warning_minutes(seconds)}"]
-        lines += split_user_directives(node.cmd, self.prefix)[0]
+        lines += self.user_directives(study, node)
         return lines
 
     def node_directives(self, study: Study, node: Node) -> List[str]:

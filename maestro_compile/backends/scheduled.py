@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import runner, studydir
-from ..errors import SchedulerCommandError, StudyDirError, SubmitError
+from ..errors import CompileError, SchedulerCommandError, StudyDirError, SubmitError
 from ..expand import count, make_safe
 from ..model import File, Node, Study
 from ..plan import Dependency, Job, Plan
@@ -135,6 +135,27 @@ class ScheduledBackend(Backend):
     def array_key(self, study: Study, node: Node) -> Any:
         return self.shared_directives(study, node)
 
+    def user_directives(self, study: Study, node: Node) -> List[str]:
+        """The directive lines at the top of the node's cmd. Only lines written as directives in the
+        spec count: a substituted value that adds one (a newline, then "#SBATCH ...") is an error."""
+        found = split_user_directives(node.cmd, self.prefix)[0]
+        if found:
+            written = self._written_directives(study).get(node.step, 0)
+            if len(found) != written:
+                raise CompileError(f"{step_location(study, node, 'cmd')}node '{node.name}': a substituted value adds "
+                                   f"a '{self.prefix}' line to the top of cmd; scheduler directives can only be "
+                                   f"written in the spec itself (a value must not contain a newline there)")
+        return found
+
+    def _written_directives(self, study: Study) -> Dict[str, int]:
+        """step -> how many directive lines its cmd has as written in the spec (before substitution)."""
+        memo = self.__dict__.get("_written_memo")
+        if memo is None or memo[0] is not study:
+            counts = {step.name: len(split_user_directives(str(step.run.get("cmd") or ""), self.prefix)[0])
+                      for step in study.spec.steps}
+            memo = self.__dict__["_written_memo"] = (study, counts)
+        return memo[1]
+
     @staticmethod
     def walltime(node: Node) -> Optional[int]:
         """The step's walltime in seconds (None: no limit), read once at expansion."""
@@ -142,6 +163,7 @@ class ScheduledBackend(Backend):
 
     def step_context(self, study: Study, node: Node) -> Dict[str, Any]:
         context = super().step_context(study, node)
+        self.user_directives(study, node)    # checks that no substituted value added a directive
         body = split_user_directives(node.cmd, self.prefix)[1]
         context["cmd"] = self.expand_launcher(study, node, body, "cmd").rstrip("\n")
         if node.restart is not None and node.walltime:

@@ -11,7 +11,7 @@ from ..runner import Command
 from ..states import NativeStatus, State
 from ..walltime import slurm_time
 from .base import LaunchRequest
-from .scheduled import ScheduledBackend, Target, allocation, directive_value, sh, split_user_directives, truthy
+from .scheduled import ScheduledBackend, Target, allocation, directive_value, sh, truthy
 
 DEFAULT_MAX_ARRAY = 1001   # Slurm's default MaxArraySize (slurm.conf)
 
@@ -88,7 +88,7 @@ class SlurmBackend(ScheduledBackend):
         if node.restart is not None and node.walltime:
             # USR1 to the batch shell ahead of the limit; the script then requeues itself
             lines += ["--requeue", "--open-mode=append", f"--signal=B:USR1@{warning_seconds(node.walltime)}"]
-        lines += split_user_directives(node.cmd, self.prefix)[0]
+        lines += self.user_directives(study, node)
         return lines
 
     def node_directives(self, study: Study, node: Node) -> List[str]:
