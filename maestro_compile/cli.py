@@ -10,7 +10,7 @@ import traceback
 from pathlib import Path
 from typing import List, Optional
 
-from . import __version__, runner
+from . import __version__
 from . import commands as maestrowf
 from .backends import BACKENDS, get_backend
 from .compile import Options, check_study, compile_study
@@ -22,6 +22,7 @@ from .resubmit import resubmit
 from .states import State
 from .status import collect, finished, format_csv, format_json, summary
 from .studydir import StudyDir
+from .submission import submit
 from .update import update
 
 # Exit codes (docs/cli.md); the others come with the errors (errors.py): 1 user error,
@@ -180,14 +181,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"{args.spec}: valid: {len(study.used_parameters)} step(s), {len(study.nodes)} node(s), "
           f"backend {study.backend}")
     return 0
-
-
-def submit(study: StudyDir, jobs: int) -> str:
-    """Run the study's submit.sh (the plain-bash product) through the runner; what it printed."""
-    backend = get_backend(study.manifest.backend)
-    command_env = getattr(backend, "command_env", None)
-    return runner.run_script(study.submit_script, study.path, backend.submit_args(jobs), ledger=study.ledger_path,
-                             nodes=len(study.manifest.nodes), env=command_env(study) if command_env else None)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -76,7 +77,7 @@ def build_study(options: Options, now: Optional[datetime.datetime] = None) -> St
                  warnings=tuple(warnings.all()), extra_files=extra,
                  options={"throttle": options.throttle, "max_array_size": options.max_array_size,
                           "retries": options.retries, "rlimit": options.rlimit},
-                 environment=env)
+                 environment=env, identity=uuid.uuid4().hex[:12])
 
 
 def cluster_max_array_size(backend) -> int:

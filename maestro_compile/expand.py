@@ -32,6 +32,15 @@ FLAT_LIMIT = 10_000
 SHARD_SIZE = 1_000
 RESERVED_NAMES = {studydir.MANIFEST, studydir.SUBMIT_SCRIPT, studydir.LEDGER, studydir.STATE_DIR, "status.csv",
                   "logs", "meta"}
+MAX_NAME_BYTES = 255     # one path component (NAME_MAX on Linux file systems)
+SHOWN_CHARS = 80         # of a value quoted in a message
+
+
+def capped(text: str, limit: int = SHOWN_CHARS) -> str:
+    """``text`` for a message: at most ``limit`` characters, and says how long it really was."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 _SAFE = re.compile(r"[^-_.() A-Za-z0-9]")
 
 
@@ -87,12 +96,18 @@ def _prepare(step: StepSpec, env: Mapping[str, str]) -> _Step:
 def _check_step_names(spec: Spec, steps: List[_Step]) -> None:
     problems = []
     for step in steps:
-        bad = step.name in (".", "..") or "/" in step.name or "\0" in step.name or step.name in RESERVED_NAMES
+        bad = step.name in (".", "..") or any(c in step.name for c in "/\0\n\r\t") or step.name in RESERVED_NAMES
+        path = ("study", step.spec.index, "name")
         if bad:
-            path = ("study", step.spec.index, "name")
-            problems.append(f"{spec.raw.where(path)}: study[{step.spec.index}].name: '{step.name}' cannot "
+            problems.append(f"{spec.raw.where(path)}: study[{step.spec.index}].name: {capped(step.name)!r} cannot "
                             f"be used as a step name: it names the step's directory in the study, so it "
-                            f"must not contain '/' or be one of ., .., {', '.join(sorted(RESERVED_NAMES))}")
+                            f"must not contain '/', a newline or a tab, or be one of ., .., "
+                            f"{', '.join(sorted(RESERVED_NAMES))}")
+        elif len(step.name.encode("utf-8")) > MAX_NAME_BYTES - 20:
+            problems.append(f"{spec.raw.where(path)}: study[{step.spec.index}].name: {capped(step.name)!r} is "
+                            f"{len(step.name.encode('utf-8'))} bytes long; a step name names directories and "
+                            f"files, which the file system limits to {MAX_NAME_BYTES} bytes (with the script's "
+                            f"suffix): shorten it")
     if problems:
         raise SpecError(problems)
 

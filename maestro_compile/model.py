@@ -92,6 +92,7 @@ class Study:
     extra_files: Mapping[str, str] = field(default_factory=dict)  # relpath -> source file to copy
     options: Mapping[str, Any] = field(default_factory=dict)      # backend options (throttle, ...)
     environment: Mapping[str, str] = field(default_factory=dict)  # env names -> final text
+    identity: str = ""             # random per compile: tags the study's scheduler jobs
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

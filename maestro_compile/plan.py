@@ -12,6 +12,7 @@ except ImportError:  # Python < 3.9: the graphlib-backport package provides the 
     from graphlib_backport import CycleError, TopologicalSorter  # type: ignore
 
 from .errors import CompileError, SpecError
+from .expand import MAX_NAME_BYTES, capped
 from .model import Node, Spec
 
 
@@ -40,13 +41,20 @@ def check_unique_workspaces(spec: Spec, nodes: Sequence[Node]) -> None:
     problems = []
     for node in nodes:
         if any(c in node.name for c in "\n\r\t"):
-            problems.append(f"{spec.path}: node {node.name!r} of step '{node.step}': a parameter label "
+            problems.append(f"{spec.path}: node {capped(node.name)!r} of step '{node.step}': a parameter label "
                             f"contains a newline or tab, which cannot be part of a node name")
+            continue
+        longest = max(node.script.split("/"), key=lambda part: len(part.encode("utf-8")))
+        if len(longest.encode("utf-8")) > MAX_NAME_BYTES:
+            problems.append(f"{spec.path}: node {capped(node.name)!r} of step '{node.step}': its workspace or script "
+                            f"name {capped(longest)!r} is {len(longest.encode('utf-8'))} bytes, more than the "
+                            f"{MAX_NAME_BYTES} a file system allows; shorten the parameter labels "
+                            f"(global.parameters.*.label) or use --hashws")
             continue
         other = owner.setdefault(node.script, node.name)
         if other != node.name:
-            problems.append(f"{spec.path}: nodes '{other}' and '{node.name}' would share the workspace "
-                            f"'{node.workspace}' (parameter labels differ only in characters that are "
+            problems.append(f"{spec.path}: nodes {capped(other)!r} and {capped(node.name)!r} would share the workspace "
+                            f"{capped(node.workspace)!r} (parameter labels differ only in characters that are "
                             f"removed from directory names); change a label in global.parameters")
     if problems:
         raise SpecError(problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else []))

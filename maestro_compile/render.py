@@ -64,6 +64,7 @@ def manifest(study: Study, created: str, extra: Optional[Dict[str, Any]] = None)
     spec are there for people)."""
     data: Dict[str, Any] = {
         "format": studydir.FORMAT,
+        "id": study.identity,
         "name": study.spec.name,
         "description": study.spec.description,
         "backend": study.backend,

@@ -6,13 +6,16 @@ time-outs, missing commands and which failures are tolerated."""
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
-from .errors import SchedulerCommandError, SchedulerUnavailableError, SubmitError
+from .errors import InterruptedSubmitError, SchedulerCommandError, SchedulerUnavailableError, SubmitError
 from .progress import Progress
 
 QUERY_TIMEOUT = 120      # seconds; a controller that does not answer should not hang `maestro status`
@@ -114,6 +117,30 @@ def _read(handle) -> str:
     return handle.read().decode("utf-8", errors="replace")
 
 
+@contextmanager
+def _forwarding(child: subprocess.Popen) -> Iterator[List[int]]:
+    """While the script runs, SIGINT/SIGTERM/SIGHUP to us go to it (its trap rolls back) and we go
+    on waiting for it, so its messages are shown and nothing is left half done. Yields the list
+    of signals received."""
+    received: List[int] = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        try:
+            child.send_signal(signum)
+        except OSError:
+            pass
+    if threading.current_thread() is not threading.main_thread():
+        yield received      # signal handlers belong to the main thread
+        return
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_script(script: Path, cwd: Path, args: Sequence[str] = (), ledger: Optional[Path] = None,
                nodes: int = 0, env: Optional[Mapping[str, str]] = None) -> str:
     """Run a study's bash script (submit.sh, .maestro/resubmit-K.sh) and return what it printed;
@@ -131,14 +158,17 @@ def run_script(script: Path, cwd: Path, args: Sequence[str] = (), ledger: Option
                                      env=dict(env) if env else None)
         except OSError as exc:
             raise SubmitError(f"cannot run {script}: {exc.strerror}") from None
-        while True:
-            try:
-                child.wait(timeout=Progress.INTERVAL)
-                break
-            except subprocess.TimeoutExpired:
-                if counter and nodes and progress.enabled:
-                    progress(counter.count(), nodes)
+        with _forwarding(child) as received:
+            while True:
+                try:
+                    child.wait(timeout=Progress.INTERVAL)
+                    break
+                except subprocess.TimeoutExpired:
+                    if counter and nodes and progress.enabled:
+                        progress(counter.count(), nodes)
         stdout, stderr = (_read(handle) for handle in (out, err))
+    if received:
+        raise InterruptedSubmitError(received[0], (stderr.strip() + "\n" + stdout.strip()).strip())
     if child.returncode != 0:
         raise SubmitError((stderr.strip() + "\n" + stdout.strip()).strip()
                           or f"{script.name} exited {child.returncode}")

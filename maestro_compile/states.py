@@ -119,6 +119,7 @@ class Runtime:
 
     submitted_at: Optional[float] = None            # None: not submitted
     cancelled: bool = False                          # `maestro cancel` ran
+    interrupted: bool = False                        # the submission stopped before it was complete
     jobs: Dict[str, Optional[NativeStatus]] = None   # node -> what the scheduler said (None: it forgot)
     parents: Mapping[str, tuple] = None              # node -> parent nodes
     shown: Dict[str, State] = None                   # states decided so far (parents first)

@@ -176,6 +176,7 @@ def format_json(rows: List[NodeStatus], runtime: Runtime, study: StudyDir) -> st
                       "restarts": row.restarts, "exit_code": row.exit_code})
     document = {"schema": JSON_SCHEMA, "study": study.manifest.name, "backend": study.manifest.backend,
                 "directory": str(study.path), "submitted": runtime.submitted, "cancelled": runtime.cancelled,
+                "interrupted": runtime.interrupted,
                 "finished": finished(rows, runtime), "counts": {str(k): v for k, v in _counts(rows).items()},
                 "nodes": nodes}
     return json.dumps(document, indent=1)

@@ -6,7 +6,10 @@ Layout (docs/architecture.md has the whole format)::
     submit.sh                  the submission script (plain bash)
     jobs.tsv                   the ledger: "<time>\\t<node>\\t<job id>" per submission, appended by scripts
     <workspace>/<job>.status   a node's markers (KEY=VALUE lines) appended by its job
-    .maestro/submitted         the submission lock (created atomically by submit.sh)
+    .maestro/submitted         the submission lock (created atomically by submit.sh): time pid host boot
+    .maestro/queued            every job is queued and recorded (written before the roots are released)
+    .maestro/released          the held roots were released: the submission is complete
+    .maestro/rollback.incomplete  ids a failed rollback could not confirm as cancelled
     .maestro/cancelled         `maestro cancel` ran
     .maestro/resubmit-<K>.sh   resubmission scripts, kept as a record; .maestro/resubmitting their lock
     .maestro/runner.*          the local runner's pid, end and node list
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Pattern, TextIO, Tuple
 
@@ -30,6 +34,9 @@ SUBMIT_SCRIPT = "submit.sh"
 LEDGER = "jobs.tsv"
 STATE_DIR = ".maestro"
 SUBMITTED = f"{STATE_DIR}/submitted"
+QUEUED = f"{STATE_DIR}/queued"                  # every job is queued and recorded (before the release)
+RELEASED = f"{STATE_DIR}/released"              # the held roots were released: the submission is complete
+ROLLBACK_INCOMPLETE = f"{STATE_DIR}/rollback.incomplete"   # ids a failed rollback could not confirm
 CANCELLED = f"{STATE_DIR}/cancelled"
 RESUBMIT_LOCK = f"{STATE_DIR}/resubmitting"
 RUNNER_PID = f"{STATE_DIR}/runner.pid"
@@ -62,6 +69,11 @@ class Manifest:
     def __init__(self, name: str, backend: str, nodes: Dict[str, NodeInfo], steps: Mapping[str, List[str]],
                  extra: Mapping[str, Any]):
         self.name, self.backend, self.nodes, self.steps, self.extra = name, backend, nodes, steps, extra
+
+    @property
+    def identity(self) -> str:
+        """The study's id: its scheduler jobs carry it (tag) so they can be found without the ledger."""
+        return str(self.extra.get("id") or "")
 
     def get(self, key: str, default: Any = None) -> Any:
         """A backend's own entry of study.json."""
@@ -196,6 +208,46 @@ def _cap(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+class Submission:
+    """What .maestro/ says of the study's submission: its lock's owner, and how far it got."""
+
+    def __init__(self, lock: Optional[str], queued: bool, released: bool, unconfirmed: Optional[str]):
+        words = (lock or "").split()
+        self.locked = lock is not None
+        self.time = float(words[0]) if words and words[0].isdigit() else None
+        self.pid = int(words[1]) if len(words) > 1 and words[1].isdigit() else None
+        self.host = words[2] if len(words) > 2 else None
+        self.boot = words[3] if len(words) > 3 else None
+        # a lock of an older submit.sh (no boot id) was written by a submission that had no markers
+        legacy = self.locked and len(words) < 4
+        self.queued, self.released = queued or legacy, released or legacy
+        self.unconfirmed = unconfirmed.split() if unconfirmed else []
+
+    def owner_alive(self) -> bool:
+        """The process that holds the lock still runs (on this machine, since its last boot).
+        A lock from another host is taken as alive: we cannot look there."""
+        if self.pid is None:
+            return False
+        if self.host and self.host != socket.gethostname():
+            return True
+        if self.boot and self.boot != "-" and self.boot != _boot_id():
+            return False   # the machine restarted since: the pid is someone else's now
+        try:
+            with open(f"/proc/{self.pid}/cmdline", "rb") as handle:
+                return b"submit.sh" in handle.read()
+        except OSError:
+            return False
+
+    @property
+    def interrupted(self) -> bool:
+        """Locked, not complete, and nobody is working on it any more."""
+        return self.locked and not self.released and not self.owner_alive()
+
+
+def _boot_id() -> str:
+    return _read_text(Path("/proc/sys/kernel/random/boot_id")) or "-"
+
+
 class StudyDir:
     """A compiled study directory: paths of its files, and validated reads and small writes of them."""
 
@@ -282,8 +334,32 @@ class StudyDir:
 
     # --- submission and cancel records ---
     def submission_lock(self) -> Optional[str]:
-        """The content of .maestro/submitted ("<time> <pid> [<host>]"), None when not submitted."""
+        """The content of .maestro/submitted ("<time> <pid> <host> <boot>"), None when not submitted."""
         return _read_text(self.path / SUBMITTED)
+
+    def submission(self) -> Submission:
+        return Submission(self.submission_lock(), (self.path / QUEUED).exists(), (self.path / RELEASED).exists(),
+                          _read_text(self.path / ROLLBACK_INCOMPLETE))
+
+    def set_aside_failed_attempt(self, stamp: int) -> None:
+        """After a recovered submission: its ledger moves aside and the lock goes, so that
+        submit.sh can run again (the rolled-back ledgers are kept, like submit.sh's own)."""
+        try:
+            if self.ledger_path.exists():
+                os.replace(self.ledger_path, self.state_dir / f"jobs.interrupted.{stamp}.tsv")
+            for relpath in (ROLLBACK_INCOMPLETE, RELEASED, QUEUED, SUBMITTED):
+                try:
+                    os.unlink(self.path / relpath)
+                except FileNotFoundError:
+                    pass
+        except OSError as exc:
+            raise StudyDirError(f"cannot reset {self.path} after the interrupted submission: {exc.strerror}") from None
+
+    def mark_released(self, when: int) -> None:
+        try:
+            (self.path / RELEASED).write_text(f"{when}\n")
+        except OSError as exc:
+            raise StudyDirError(f"cannot write {self.path / RELEASED}: {exc.strerror}") from None
 
     def is_cancelled(self) -> bool:
         return (self.path / CANCELLED).exists()

@@ -490,3 +490,18 @@ def test_daemon_is_detached_in_state_dir_and_exits_when_idle(lsf, tmp_path):
     assert wait_for(lambda: not (lsf.state / "mbatchd.pid").exists() and not _cmdline(pid), timeout=8)
     again = lsf.bsub("true")
     assert lsf.wait(again)["STAT"] == "DONE"
+
+
+def test_jobs_get_default_signal_actions_even_when_mbatchd_was_started_ignoring_sigint(lsf, tmp_path):
+    """A shell starts a background command with SIGINT and SIGQUIT ignored, and an ignored signal
+    stays ignored across exec; a real execution daemon resets them for the jobs it starts."""
+    started = subprocess.run(["bash", "-c", "bsub true > first.txt & wait"], env=lsf.env, cwd=tmp_path,
+                             capture_output=True, text=True)
+    assert started.returncode == 0 and SUBMITTED.match((tmp_path / "first.txt").read_text().strip())
+    daemon = int((lsf.state / "mbatchd.pid").read_text())
+    ignored = int(re.search(r"^SigIgn:\s*([0-9a-f]+)", Path("/proc/%d/status" % daemon).read_text(), re.M).group(1), 16)
+    assert ignored & (1 << (signal.SIGINT - 1)), "the test needs an mbatchd that ignores SIGINT"
+    plain = lsf.bsub("sleep 30")
+    lsf.wait(plain, ("RUN",))
+    lsf.run("bkill", str(plain))
+    assert lsf.wait(plain)["EXIT_CODE"] == "130"                       # bash died of the SIGINT

@@ -517,3 +517,66 @@ def test_lsf_arrays_split_in_chunks_chain_chunk_by_chunk(tmp_path):
         assert [job_id for _, job_id in ledger(study)][:3] == ["1[1]", "1[2]", "2[1]"]
     finally:
         sched.stop()
+
+
+# --------------------------------------------------------------------------- faults (LSF)
+
+@pytest.fixture
+def lsf(tmp_path):
+    scheduler = Scheduler("lsf", tmp_path)
+    yield scheduler
+    scheduler.stop()
+
+
+def lsf_tagged(sched: Scheduler, study: Path) -> List[str]:
+    """Unfinished jobs of the study found by its tag (the job description), not by jobs.tsv."""
+    tag = "maestro_compile:" + json.loads((study / "study.json").read_text())["id"]
+    listing = json.loads(sched.command("bjobs", "-o", "jobid job_description", "-json").stdout or "{}")
+    return sorted({r["JOBID"] for r in listing.get("RECORDS", []) if r.get("JOB_DESCRIPTION") == tag})
+
+
+def test_lsf_kill_9_of_the_submitter_then_submit_recovers(lsf):
+    values = ", ".join(f'"00:{10 + i:02d}:00"' for i in range(12))
+    study = lsf.compile(lsf.spec("killed", f"""
+        study:
+            - name: a
+              description: roots, one job each (distinct walltimes)
+              run: {{cmd: echo a $(WT), walltime: $(WT)}}
+            - name: b
+              description: one per a
+              run: {{cmd: echo b $(WT), walltime: $(WT), depends: [a]}}
+        global.parameters:
+            WT: {{values: [{values}], label: "WT.%%"}}
+    """))
+    child = subprocess.Popen([sys.executable, "-m", "maestro_compile", "submit", str(study)], cwd=lsf.root,
+                             env=lsf.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_until(lambda: (study / "jobs.tsv").exists() and len(ledger(study)) >= 5, "5 jobs recorded", DEADLINE)
+    os.killpg(child.pid, 9)
+    child.wait()
+    killed = {job_id for _, job_id in ledger(study)}
+    assert killed <= set(lsf_tagged(lsf, study)), "the held jobs of the killed submission carry the tag"
+    assert any("interrupted" in node["reason"] for node in lsf.status(study).values())
+
+    again = lsf.ok("submit", study)
+    assert "recovered the interrupted submission" in again.stdout
+    new = {job_id for _, job_id in ledger(study)}
+    assert killed.isdisjoint(new) and set(lsf_tagged(lsf, study)) <= new
+    nodes = lsf.wait_for(study, {name: "FINISHED" for name in lsf.status(study)}, timeout=DEADLINE * 2)
+    assert len(nodes) == 24
+
+
+def test_lsf_cancel_finds_a_job_by_its_tag_when_the_ledger_lost_it(lsf):
+    study = lsf.compile(lsf.spec("lost_line", """
+        study:
+            - name: wait
+              description: runs until cancelled
+              run: {cmd: sleep 300}
+    """))
+    lsf.submit(study)
+    (study / "jobs.tsv").write_text("")                 # the id never reached the ledger
+    found = lsf_tagged(lsf, study)
+    assert len(found) == 1
+    result = lsf.ok("cancel", study)
+    assert "cancelled 1 queued or running job(s)" in result.stdout
+    assert not lsf_tagged(lsf, study) and (study / ".maestro" / "cancelled").exists()

@@ -3,7 +3,8 @@ from the specs in tests/golden/specs/, for every backend, compared byte for byte
 normalized copy kept under tests/golden/<spec stem>/<backend>/.
 
 Normalization (see tests/golden/README.md): the absolute study directory becomes ``@STUDY@``, the
-spec's absolute folder ``@SPECDIR@``, study.json's "created" value ``@CREATED@``; the type and
+spec's absolute folder ``@SPECDIR@``, study.json's "created" value ``@CREATED@``, the study's
+random id (the tag of its jobs) ``@STUDYID@``; the type and
 permission bits of every entry are listed in the extra file ``@MODES``.
 
 To accept a change of the rendered output on purpose:
@@ -42,6 +43,7 @@ UPDATE_HINT = ("If this change of the rendered output is intended, rewrite the g
 # exactly these characters alone, so the study and spec folders must consist of them.
 PLAIN_PATH = re.compile(r"^[\w@%+=:,./-]+$", re.ASCII)
 CREATED = re.compile(rb'("created":\s*)"[^"\n]*"')
+STUDY_ID = re.compile(rb'"id":\s*"([0-9a-f]+)"')
 
 
 def _specs() -> List[Path]:
@@ -92,6 +94,9 @@ def _escape(relpath: str) -> str:
 def normalized_tree(study: Path, spec: Path) -> Dict[str, bytes]:
     """relative path -> normalized bytes for every file of the study, plus @MODES."""
     replacements = _replacements(study, spec)
+    identity = STUDY_ID.search((study / "study.json").read_bytes())
+    assert identity, "study.json has no \"id\" to normalize: update this test's STUDY_ID"
+    replacements.append((identity.group(1), b"@STUDYID@"))   # random per compile: the jobs' tag
     files: Dict[str, bytes] = {}
     modes: List[Tuple[str, str]] = []
     for directory, dirnames, filenames in os.walk(study):

@@ -1,4 +1,5 @@
 """Values from the spec (descriptions, parameter values, labels) must not break the scripts."""
+import re
 import subprocess
 import sys
 import textwrap
@@ -82,3 +83,83 @@ def test_hostile_values_run_verbatim(compiled, tmp_path):
     # (non-ASCII letters are dropped, as Maestro does)
     assert sorted(p.name for p in (compiled / "say").iterdir()) == ["Wdollarsign", "Wncode", "Wsemicolon",
                                                                    "Wtwo_words"]
+
+
+# --- values that would reach the scheduler's header or the file system ---
+
+def _validate(tmp_path, text, *options):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent(text))
+    result = subprocess.run([sys.executable, "-m", "maestro_compile", "validate", str(spec), *options],
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    return spec, result
+
+
+INJECTED = '''\
+    description: {name: inj, description: d}
+    env:
+      variables:
+        NOTE: "hello\\n%s --partition=evil"
+        MEM: 4G
+    study:
+      - name: work
+        description: d
+        run:
+          cmd: |
+            %s --mem=$(MEM)
+            # note: $(NOTE)
+            echo work
+    '''
+
+
+@pytest.mark.parametrize("backend,prefix", [("slurm", "#SBATCH"), ("lsf", "#BSUB"), ("flux", "# flux:")])
+def test_a_value_cannot_add_a_directive_line(tmp_path, backend, prefix):
+    spec, result = _validate(tmp_path, INJECTED % (prefix, prefix), "--backend", backend)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{spec}:10: study[0].run.cmd: node 'work': a substituted value adds a '{prefix}' line" in result.stderr
+    assert "Traceback" not in result.stderr
+    compiled = subprocess.run([sys.executable, "-m", "maestro_compile", "compile", str(spec), "--backend", backend,
+                               "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert compiled.returncode == 1 and not (tmp_path / "out").exists()
+
+
+def test_a_directive_written_in_the_spec_may_use_a_token(tmp_path):
+    spec, result = _validate(tmp_path, (INJECTED % ("#SBATCH", "#SBATCH")).replace("hello\\n#SBATCH", "hello"),
+                             "--backend", "slurm")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, "-m", "maestro_compile", "compile", str(spec), "--backend", "slurm", "-o",
+                    str(out)], check=True, capture_output=True, timeout=120)
+    assert "#SBATCH --mem=4G" in (out / "work" / "work.slurm.sh").read_text()
+
+
+def test_a_parameter_value_too_long_for_a_file_name_is_a_validate_error_with_a_short_message(tmp_path):
+    big = "x" * 100_000
+    spec, result = _validate(tmp_path, f'''\
+        description: {{name: big, description: d}}
+        study:
+          - name: work
+            description: d
+            run: {{cmd: echo $(P)}}
+        global.parameters:
+          P: {{values: ["{big}", "small"], label: "P.%%"}}
+        ''')
+    assert result.returncode == 1
+    assert re.search(r"is 1000\d\d bytes, more than the 255 a file system allows", result.stderr)
+    assert "--hashws" in result.stderr and len(result.stderr) < 2000
+    assert _validate(tmp_path, spec.read_text(), "--hashws")[1].returncode == 0   # the way out works
+
+
+def test_a_step_name_with_a_newline_is_one_error_about_the_step(tmp_path):
+    spec, result = _validate(tmp_path, '''\
+        description: {name: nl, description: d}
+        study:
+          - name: "wo\\nrk"
+            description: d
+            run: {cmd: echo $(P)}
+        global.parameters:
+          P: {values: [1, 2, 3], label: "P.%%"}
+        ''')
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {spec}:3: study[0].name: 'wo\\nrk' cannot be used")

@@ -66,7 +66,8 @@ def test_lsf_header_rounds_walltime_up_and_keeps_values_on_one_line(tmp_path):
     study = _study(tmp_path, HPC, "lsf")
     sim = next(n for n in study.nodes if n.step == "sim")
     header = _header(LsfBackend().render_step(study, sim), "#BSUB")
-    assert header[:3] == ['-J "sim_X.1"', "-o sim_X.1.out", "-e sim_X.1.err"]
+    assert header[:4] == ['-J "sim_X.1"', f'-Jd "maestro_compile:{study.identity}"', "-o sim_X.1.out",
+                          "-e sim_X.1.err"]
     assert "-nnodes 2" in header and "-n 8" not in header
     assert '-q "pbatch"' in header and '-U "res1"' in header and "-x" in header
     assert '-G "my \\"bank\\" X"' in header            # quote escaped, newline folded
@@ -104,7 +105,7 @@ def test_lsf_submit_chains_arrays_element_wise_and_funnels_on_whole_arrays(tmp_p
     assert '-w "done(${J0}[*])" -ti' in lines[1]     # element i of post waits for element i of sim
     assert '-w "done(${J1})" -ti' in lines[2]        # the funnel waits for the whole array
     assert 'bresume "${ROOTS[@]}"' in submit
-    assert "printf '%s\\t%s\\t%s[%s]\\n'" in submit and "local id=$1 task=1 node" in submit  # 1-based
+    assert "printf -v line '%s\\t%s\\t%s[%s]\\n'" in submit and 'local id=$1 task=1 node line lines=""' in submit  # 1-based
     array = files["sim/sim.array.lsf.sh"].text
     assert '#BSUB -J "sim[1-3]%2"' in array
     assert "task=$(( index - 1 ))" in array

@@ -185,14 +185,26 @@ class Studies:
     def all_ids(self) -> List[str]:
         ids = []
         for study in self.dirs:
-            files = [study / "jobs.tsv"] + sorted((study / ".maestro").glob("jobs.rolled-back.*.tsv"))
+            files = [study / "jobs.tsv"] + sorted((study / ".maestro").glob("jobs.*.tsv"))
             for path in files:
                 if path.exists():
                     ids += [job_id for _, job_id in ledger(study, path)]
         return ids
 
+    def tagged_ids(self) -> List[str]:
+        """Queued jobs carrying one of the studies' tags (also those whose id never reached a ledger)."""
+        tags = []
+        for study in self.dirs:
+            try:
+                tags.append("maestro_compile:" + json.loads((study / "study.json").read_text())["id"])
+            except (OSError, ValueError, KeyError):
+                pass
+        listing = run(["squeue", "--me", "-h", "-o", "%F|%k"]).stdout
+        return [line.split("|")[0] for line in listing.splitlines()
+                if any(line.split("|", 1)[-1].startswith(tag) for tag in tags)]
+
     def stop_all(self) -> None:
-        ids = self.all_ids()
+        ids = self.all_ids() + self.tagged_ids()
         if ids:
             run(["scancel", *base_ids(ids)])
 

@@ -50,7 +50,7 @@ def test_directives_launcher_and_user_directives(tmp_path):
                           "#SBATCH --error=run_E.False.err"]
     assert "#SBATCH --nodes=2" in header and "#SBATCH --ntasks=4" in header  # --ntasks kept with nodes
     assert '#SBATCH --partition="pdebug"' in header and '#SBATCH --account="science"' in header
-    assert '#SBATCH --comment="two \\"quoted\\" lines \\\\ here"' in header
+    assert f'#SBATCH --comment="maestro_compile:{study.identity} two \\"quoted\\" lines \\\\ here"' in header
     assert "#SBATCH --exclusive" not in header          # the string "False" means false
     assert header[-1] == "#SBATCH --constraint=gpu"       # moved from cmd into the header
     body = text.split("(\n", 1)[1]

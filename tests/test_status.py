@@ -39,7 +39,8 @@ SPEC = """\
     """
 NAMES = ["prep", "work_X.1", "work_X.2", "work_X.3", "report"]
 T0 = 1_700_000_000
-TOP_KEYS = {"schema", "study", "backend", "directory", "submitted", "cancelled", "finished", "counts", "nodes"}
+TOP_KEYS = {"schema", "study", "backend", "directory", "submitted", "cancelled", "interrupted", "finished", "counts",
+            "nodes"}
 NODE_KEYS = {"name", "step", "state", "reason", "job_id", "workspace", "params", "submit_time", "start_time",
              "end_time", "run_seconds", "elapsed_seconds", "restarts", "exit_code"}
 

@@ -401,3 +401,41 @@ def test_runner_files(compiled):
     assert study.cancelled_before() and not study.is_cancelled()
     (study.state_dir / "runner.pid").write_text("not a pid\n")
     assert study.runner_pid() is None
+
+
+# --- the submission's marks ---
+
+def _boot() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def test_submission_marks_and_their_owner(tmp_path):
+    import socket
+    import subprocess
+    from maestro_compile.studydir import Submission
+    script = tmp_path / "submit.sh"
+    script.write_text("sleep 30\n")
+    owner = subprocess.Popen(["bash", str(script)])
+    try:
+        here, boot = socket.gethostname(), _boot()
+        running = Submission(f"100 {owner.pid} {here} {boot}", queued=False, released=False, unconfirmed=None)
+        assert running.locked and running.owner_alive() and not running.interrupted
+        assert running.time == 100.0 and running.pid == owner.pid and running.host == here
+        assert Submission(f"100 {owner.pid} {here} other-boot", False, False, None).interrupted   # rebooted since
+        assert not Submission(f"100 {owner.pid} elsewhere {boot}", False, False, None).interrupted  # cannot tell
+        other = subprocess.Popen(["sleep", "30"])        # alive, but not a submit script
+        try:
+            assert Submission(f"100 {other.pid} {here} {boot}", False, False, None).interrupted
+        finally:
+            other.kill()
+            other.wait()
+    finally:
+        owner.kill()
+        owner.wait()
+    gone = Submission(f"100 {owner.pid} {socket.gethostname()} {_boot()}", False, False, "12 13")
+    assert gone.interrupted and gone.unconfirmed == ["12", "13"]
+    assert not Submission(f"100 {owner.pid} h {_boot()}", True, True, None).interrupted   # complete
+    legacy = Submission("100 4242 oldhost", False, False, None)        # written by an older submit.sh
+    assert legacy.queued and legacy.released and not legacy.interrupted
+    nothing = Submission(None, False, False, None)
+    assert not nothing.locked and not nothing.interrupted

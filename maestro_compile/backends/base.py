@@ -105,6 +105,13 @@ class Backend(abc.ABC):
         """The parallel launch prefix for ``request`` (empty: no launcher)."""
         return ""
 
+    tag_field = "nothing (this backend does not tag its jobs)"
+
+    @staticmethod
+    def tag(identity: str) -> str:
+        """The mark every job of a study carries, so the scheduler's own query can find them all."""
+        return f"maestro_compile:{identity}"
+
     def array_key(self, study: Study, node: Node) -> Any:
         """What must be equal for nodes to share a job array (their shared header)."""
         return None

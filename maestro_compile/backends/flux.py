@@ -16,7 +16,7 @@ from ..states import NativeStatus, State
 from ..studydir import StudyDir
 from ..walltime import flux_duration
 from .base import LaunchRequest
-from .scheduled import ScheduledBackend, Target, read_directives, sh, split_user_directives, truthy
+from .scheduled import ScheduledBackend, Target, read_directives, sh, truthy
 
 # `flux jobs` status (state, or result once inactive) -> our state
 STATES = {"NEW": State.PENDING, "DEPEND": State.PENDING, "PRIORITY": State.PENDING, "SCHED": State.PENDING,
@@ -136,7 +136,7 @@ class FluxBackend(ScheduledBackend):
         if batch.get("bank"):
             lines.append(f"--bank={one_word(batch['bank'])}")
         lines += allocation_args(batch.get("allocation_args"))
-        lines += split_user_directives(node.cmd, self.prefix)[0]
+        lines += self.user_directives(study, node)
         return lines
 
     def node_directives(self, study: Study, node: Node) -> List[str]:

@@ -109,11 +109,12 @@ class LocalBackend(Backend):
                 os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             return "nothing to cancel: the study is no longer running"
-        for _ in range(100):  # the runner marks unstarted steps, then exits
+        for _ in range(200):  # the runner marks unstarted steps, then exits
             if not _alive(pid):
-                break
+                return f"cancelled the study (runner pid {pid}): running steps stopped, the others will not start"
             time.sleep(0.05)
-        return f"cancelled the study (runner pid {pid}): running steps stopped, the others will not start"
+        raise SubmitError(f"the study's runner (pid {pid}) was asked to stop but still runs after 10 s; "
+                          f"run `maestro cancel {study.path}` again, or stop it with `kill -9 -{pid}`")
 
 
 def _alive(pid: int) -> bool:

@@ -13,7 +13,7 @@ from ..runner import Command
 from ..states import NativeStatus, State
 from ..walltime import lsf_limit
 from .base import LaunchRequest
-from .scheduled import ScheduledBackend, Target, allocation, directive_value, sh, split_user_directives, truthy
+from .scheduled import ScheduledBackend, Target, allocation, directive_value, sh, truthy
 
 FIELDS = "jobid jobindex stat exit_code exit_reason pend_reason"
 
@@ -50,6 +50,7 @@ class LsfBackend(ScheduledBackend):
     launchers = ("jsrun", "lrun")
     capabilities = Capabilities(arrays=True, max_array_size=1000, directive_prefix=prefix)   # MAX_JOB_ARRAY_SIZE
     job_id = re.compile(r"[0-9]+(?:\[[0-9]+\])?")
+    tag_field = "job description (-Jd)"
 
     # --- compile time ---
     def launcher(self, study: Study, node: Node, request: LaunchRequest) -> str:
@@ -94,18 +95,19 @@ class LsfBackend(ScheduledBackend):
         if node.restart is not None and seconds:
             # USR1 ahead of the run limit; the script then requeues itself with brequeue
             lines += ["-wa USR1", f"-wt {warning_minutes(seconds)}"]
-        lines += split_user_directives(node.cmd, self.prefix)[0]
+        lines += self.user_directives(study, node)
         return lines
 
     def node_directives(self, study: Study, node: Node) -> List[str]:
         base = make_safe(node.job_name)
-        return ([f'-J "{directive_value(node.job_name)}"', f"-o {base}.out", f"-e {base}.err"]
-                + self.shared_directives(study, node))
+        return ([f'-J "{directive_value(node.job_name)}"', f'-Jd "{directive_value(self.tag(study.identity))}"',
+                 f"-o {base}.out", f"-e {base}.err"] + self.shared_directives(study, node))
 
     def array_directives(self, study: Study, job: Job, log: str) -> List[str]:
         throttle = study.options.get("throttle") or 0
         spec = f"{array_name(job.step)}[1-{len(job.nodes)}]" + (f"%{throttle}" if throttle else "")
-        return [f'-J "{spec}"', f"-o {log}", f"-e {log}"] + self.shared_directives(study, job.nodes[0])
+        return ([f'-J "{spec}"', f'-Jd "{directive_value(self.tag(study.identity))}"', f"-o {log}", f"-e {log}"]
+                + self.shared_directives(study, job.nodes[0]))
 
     def job_args(self, target: Target, throttle: int) -> List[str]:
         """bsub's words for one job: held (-H) when it has no conditions (resumed at the end of the
@@ -172,9 +174,38 @@ class LsfBackend(ScheduledBackend):
             return False
         return None
 
+    def release_argv(self, ids: Sequence[str]) -> Optional[List[str]]:
+        return ["bresume", *ids]
+
+    def tagged_command(self, env: Optional[Dict[str, str]]) -> Optional[Command]:
+        # without ids bjobs lists the user's unfinished jobs ("No unfinished job found" when none)
+        return Command(("bjobs", "-o", "jobid job_description", "-json"), self.scheduler, partial=True,
+                       tolerate=("No unfinished job found",), timeout=30)
+
+    def parse_tagged(self, text: str, tag: str) -> List[str]:
+        return sorted({str(r["JOBID"]) for r in _records(text) if r.get("JOB_DESCRIPTION") == tag and r.get("JOBID")})
+
+    def active_command(self, ids: Sequence[str], env: Optional[Dict[str, str]]) -> Optional[Command]:
+        return Command(("bjobs", "-o", "jobid stat", "-json", *ids), self.scheduler, partial=True,
+                       tolerate=("not found",), timeout=30)
+
+    def parse_active(self, text: str) -> List[str]:
+        return sorted({str(r["JOBID"]) for r in _records(text)
+                       if r.get("JOBID") and r.get("STAT") in ACTIVE_STATS})
+
     def may_still_run(self, name: str, runtime) -> bool:
         native = runtime.jobs.get(name)
         return bool(native) and native.state == "UNKWN"   # mbatchd lost the host; the job may go on
+
+
+ACTIVE_STATS = {"PEND", "PSUSP", "PROV", "WAIT", "RUN", "USUSP", "SSUSP"}
+
+
+def _records(text: str) -> List[dict]:
+    try:
+        return [r for r in json.loads(text).get("RECORDS", []) if "ERROR" not in r] if text.strip() else []
+    except (ValueError, AttributeError):
+        return []
 
 
 def _ledger_id(job_id: str, index: str) -> str:

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import runner, studydir
-from ..errors import StudyDirError, SubmitError
+from ..errors import CompileError, SchedulerCommandError, StudyDirError, SubmitError
 from ..expand import count, make_safe
 from ..model import File, Node, Study
 from ..plan import Dependency, Job, Plan
+from ..progress import Progress
 from ..render import log_base, render_template
 from ..runner import Command
 from ..states import (ACTIVE, ANCESTOR_FAILURES, LedgerEntry, Markers, NativeStatus, Runtime, State,
@@ -27,6 +28,8 @@ MAX_WORD = 100 * 1024
 MAX_LINE = 1024 * 1024
 ID_LENGTH = 20        # the longest job id a ${Jn} can expand to (Flux ids in decimal: 17 digits)
 CANCEL_CHUNK = 1000   # ids per cancel command (command-line length)
+INTERRUPTED = "the submission was interrupted: `maestro submit` recovers it"
+CANCEL_TIMEOUT = 60   # seconds for one cancel command; a controller that does not answer is an error
 
 
 def split_user_directives(cmd: str, prefix: str) -> Tuple[List[str], str]:
@@ -132,6 +135,27 @@ class ScheduledBackend(Backend):
     def array_key(self, study: Study, node: Node) -> Any:
         return self.shared_directives(study, node)
 
+    def user_directives(self, study: Study, node: Node) -> List[str]:
+        """The directive lines at the top of the node's cmd. Only lines written as directives in the
+        spec count: a substituted value that adds one (a newline, then "#SBATCH ...") is an error."""
+        found = split_user_directives(node.cmd, self.prefix)[0]
+        if found:
+            written = self._written_directives(study).get(node.step, 0)
+            if len(found) != written:
+                raise CompileError(f"{step_location(study, node, 'cmd')}node '{node.name}': a substituted value adds "
+                                   f"a '{self.prefix}' line to the top of cmd; scheduler directives can only be "
+                                   f"written in the spec itself (a value must not contain a newline there)")
+        return found
+
+    def _written_directives(self, study: Study) -> Dict[str, int]:
+        """step -> how many directive lines its cmd has as written in the spec (before substitution)."""
+        memo = self.__dict__.get("_written_memo")
+        if memo is None or memo[0] is not study:
+            counts = {step.name: len(split_user_directives(str(step.run.get("cmd") or ""), self.prefix)[0])
+                      for step in study.spec.steps}
+            memo = self.__dict__["_written_memo"] = (study, counts)
+        return memo[1]
+
     @staticmethod
     def walltime(node: Node) -> Optional[int]:
         """The step's walltime in seconds (None: no limit), read once at expansion."""
@@ -139,6 +163,7 @@ class ScheduledBackend(Backend):
 
     def step_context(self, study: Study, node: Node) -> Dict[str, Any]:
         context = super().step_context(study, node)
+        self.user_directives(study, node)    # checks that no substituted value added a directive
         body = split_user_directives(node.cmd, self.prefix)[1]
         context["cmd"] = self.expand_launcher(study, node, body, "cmd").rstrip("\n")
         if node.restart is not None and node.walltime:
@@ -217,6 +242,7 @@ class ScheduledBackend(Backend):
         throttle = int(study.options.get("throttle") or 0)
         entries = [self.entry(target, throttle) for target in self.plan_targets(study, plan)]
         return self._template(entries, study_name=study.spec.name, array_count=plan.array_count,
+                              tag=self.tag(study.identity), tag_field=self.tag_field,
                               node_count=len(study.nodes), largest_array=plan.largest_array,
                               uri=self.uri(study.spec.batch))
 
@@ -289,6 +315,25 @@ class ScheduledBackend(Backend):
     def cancel_argv(self, ids: Sequence[str]) -> List[str]:
         """One command that cancels all ``ids``."""
 
+    def release_argv(self, ids: Sequence[str]) -> Optional[List[str]]:
+        """One command that releases the held jobs ``ids`` (None: the backend cannot from Python)."""
+        return None
+
+    def tagged_command(self, env: Optional[Dict[str, str]]) -> Optional[Command]:
+        """The query of our queued jobs with their tags (None: this backend does not tag)."""
+        return None
+
+    def parse_tagged(self, text: str, tag: str) -> List[str]:
+        """The ids of the jobs in ``text`` (tagged_command's output) that carry ``tag``."""
+        return []
+
+    def active_command(self, ids: Sequence[str], env: Optional[Dict[str, str]]) -> Optional[Command]:
+        """The query of which of ``ids`` are still queued or running (None: cannot ask)."""
+        return None
+
+    def parse_active(self, text: str) -> List[str]:
+        return []
+
     @abc.abstractmethod
     def native_state(self, native: NativeStatus) -> State:
         """Our state for what the scheduler said about a job."""
@@ -323,13 +368,13 @@ class ScheduledBackend(Backend):
     def runtime(self, study: StudyDir, ledger: Dict[str, LedgerEntry]) -> Runtime:
         native = self.query([entry.job_id for entry in ledger.values()], study) if ledger else {}
         return Runtime(submitted_at=submission_time(study, ledger),
-                       cancelled=study.is_cancelled(),
+                       cancelled=study.is_cancelled(), interrupted=study.submission().interrupted,
                        jobs={node: native.get(entry.job_id) for node, entry in ledger.items()},
                        parents={name: info.depends for name, info in study.manifest.nodes.items()})
 
     def judge(self, name: str, markers: Markers, in_ledger: bool, runtime: Runtime) -> Verdict:
         if not runtime.submitted or not in_ledger:
-            return Verdict(State.INITIALIZED)
+            return Verdict(State.INITIALIZED, INTERRUPTED if runtime.interrupted else "")
         native = runtime.jobs.get(name)
         by_markers = markers.outcome()
         if native is None:
@@ -342,7 +387,7 @@ class ScheduledBackend(Backend):
             return by_markers  # the job ended; the scheduler has not caught up yet
         reason = self.reason(native, state)
         if state == State.PENDING and self.is_held(native):
-            reason = "held (released once the whole study is queued)"
+            reason = INTERRUPTED if runtime.interrupted else "held (released once the whole study is queued)"
         if state == State.FAILED and by_markers and by_markers.state in (State.FAILED, State.TIMEDOUT):
             return by_markers
         if state == State.CANCELLED or (state == State.PENDING and self.blocked_by_parent(native)):
@@ -366,22 +411,70 @@ class ScheduledBackend(Backend):
             queue.extend(runtime.parents.get(node, ()))
         return None
 
-    def cancel(self, study: StudyDir) -> str:
+    def tagged_jobs(self, study: StudyDir) -> List[str]:
+        """Every queued job carrying the study's tag, found by the scheduler's own query."""
+        command = self.tagged_command(self.command_env(study))
+        if command is None or not study.manifest.identity:
+            return []
+        return self.parse_tagged(runner.run(command), self.tag(study.manifest.identity))
+
+    def study_jobs(self, study: StudyDir) -> List[str]:
+        """The ids to act on for the whole study: its ledger's (arrays by their array id) and its tag's."""
         ledger = study.ledger(self.job_id)
-        if not ledger:
-            raise StudyDirError(f"{study.path}: the study has not been submitted; nothing to cancel")
-        ids = sorted({self.query_id(entry.job_id) for entry in ledger.values()}, key=_id_order)
-        refused = []
-        for chunk in runner.chunks(ids, CANCEL_CHUNK):
-            argv = self.cancel_argv(chunk)
-            proc = runner.run_unchecked(Command(tuple(argv), self.scheduler, env=self.command_env(study)))
-            if proc.returncode != 0 and proc.stderr.strip():
-                refused.append(proc.stderr.strip().splitlines()[0])
+        ids = {self.query_id(entry.job_id) for entry in ledger.values()}
+        ids.update(self.tagged_jobs(study))
+        return sorted(ids, key=_id_order)
+
+    def still_active(self, study: StudyDir, ids: Sequence[str]) -> List[str]:
+        """Which of ``ids`` the scheduler still has queued or running (raises when it cannot tell)."""
+        found: List[str] = []
+        for chunk in runner.chunks(list(ids), self.status_chunk):
+            command = self.active_command(chunk, self.command_env(study))
+            if command is None:
+                return []
+            found += self.parse_active(runner.run(command))
+        return sorted(set(found), key=_id_order)
+
+    def cancel_jobs(self, study: StudyDir, ids: Sequence[str], settle: float = 20.0) -> None:
+        """Cancel ``ids`` and check that none is left queued or running; raises when the scheduler
+        refused, could not be reached, or still has some after ``settle`` seconds."""
+        env = self.command_env(study)
+        with Progress("jobs cancelled") as progress:
+            done = 0
+            for chunk in runner.chunks(list(ids), CANCEL_CHUNK):
+                runner.run_unchecked(Command(tuple(self.cancel_argv(chunk)), self.scheduler, env=env,
+                                             timeout=CANCEL_TIMEOUT))
+                done += len(chunk)
+                progress(done, len(ids))
+        deadline = time.monotonic() + settle
+        while True:
+            left = self.still_active(study, ids)
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                shown = " ".join(left[:20]) + (f" and {len(left) - 20} more" if len(left) > 20 else "")
+                raise SchedulerCommandError(self.cancel_argv(left[:3]), None,
+                                            hint=f"{len(left)} job(s) of the study are still queued or running "
+                                                 f"after the cancel: {shown}")
+            time.sleep(1)
+
+    def cancel(self, study: StudyDir) -> str:
+        ids = self.study_jobs(study)
+        if not ids:
+            if study.submission_lock() is None:
+                raise StudyDirError(f"{study.path}: the study has not been submitted; nothing to cancel")
+            study.mark_cancelled(int(time.time()))
+            return "nothing to cancel: no job of the study is queued"
+        if self.active_command(ids[:1], None) is None:   # cannot check: cancel every id, as asked
+            self.cancel_jobs(study, ids)
+            study.mark_cancelled(int(time.time()))
+            return f"cancel requested for {len(ids)} job(s) of the study with {self.cancel_argv(['X'])[0]}"
+        active = self.still_active(study, ids)
+        if active:
+            self.cancel_jobs(study, active)
         study.mark_cancelled(int(time.time()))
-        if refused:
-            # cancelling jobs that already ended is not an error for the user
-            return f"cancel requested ({self.cancel_argv(['X'])[0]}: {refused[0]})"
-        return f"cancelled {len(ids)} job(s) of the study with {self.cancel_argv(['X'])[0]}"
+        return (f"cancelled {len(active)} queued or running job(s) of the study with {self.cancel_argv(['X'])[0]}"
+                + (f" ({len(ids) - len(active)} had already ended)" if len(ids) > len(active) else ""))
 
 
 def submission_time(study: StudyDir, ledger: Dict[str, LedgerEntry]) -> Optional[float]:

@@ -11,7 +11,7 @@ from ..runner import Command
 from ..states import NativeStatus, State
 from ..walltime import slurm_time
 from .base import LaunchRequest
-from .scheduled import ScheduledBackend, Target, allocation, directive_value, sh, split_user_directives, truthy
+from .scheduled import ScheduledBackend, Target, allocation, directive_value, sh, truthy
 
 DEFAULT_MAX_ARRAY = 1001   # Slurm's default MaxArraySize (slurm.conf)
 
@@ -41,6 +41,7 @@ class SlurmBackend(ScheduledBackend):
     submit_command = "sbatch"
     cancel_command = "scancel"
     capabilities = Capabilities(arrays=True, max_array_size=DEFAULT_MAX_ARRAY, directive_prefix=prefix)
+    tag_field = "comment (squeue %k)"
     job_id = re.compile(r"[0-9]+(?:_[0-9]+)?")
 
     def launcher(self, study: Study, node: Node, request: LaunchRequest) -> str:
@@ -57,7 +58,8 @@ class SlurmBackend(ScheduledBackend):
         # the description may differ per node (parameters); the array carries the step's own text
         description = next(s.description for s in study.spec.steps if s.name == job.step)
         return ([f'--job-name="{directive_value(job.step)}"', f"--output={log}", "--open-mode=append",
-                 f'--comment="{directive_value(description)}"'] + self.shared_directives(study, job.nodes[0]))
+                 f'--comment="{directive_value(self.tag(study.identity))} {directive_value(description)}"']
+                + self.shared_directives(study, job.nodes[0]))
 
     def resource_directives(self, study: Study, node: Node) -> List[str]:
         """The directives every node of a step shares (an array needs them identical)."""
@@ -86,13 +88,14 @@ class SlurmBackend(ScheduledBackend):
         if node.restart is not None and node.walltime:
             # USR1 to the batch shell ahead of the limit; the script then requeues itself
             lines += ["--requeue", "--open-mode=append", f"--signal=B:USR1@{warning_seconds(node.walltime)}"]
-        lines += split_user_directives(node.cmd, self.prefix)[0]
+        lines += self.user_directives(study, node)
         return lines
 
     def node_directives(self, study: Study, node: Node) -> List[str]:
         base = make_safe(node.job_name)
         return ([f'--job-name="{directive_value(node.job_name)}"', f"--output={base}.out", f"--error={base}.err",
-                 f'--comment="{directive_value(node.description)}"'] + self.shared_directives(study, node))
+                 f'--comment="{directive_value(self.tag(study.identity))} {directive_value(node.description)}"']
+                + self.shared_directives(study, node))
 
     # --- cluster facts, read once at compile time (before rendering) ---
     def facts_command(self) -> Optional[Command]:
@@ -169,6 +172,29 @@ class SlurmBackend(ScheduledBackend):
         if any(text in stderr for text in ended):
             return False
         return None
+
+    def release_argv(self, ids: Sequence[str]) -> Optional[List[str]]:
+        return ["scontrol", "release", ",".join(ids)]
+
+    def tagged_command(self, env: Optional[Dict[str, str]]) -> Optional[Command]:
+        # %F: an array's own id for each of its tasks; %k: the comment, which starts with the tag
+        return Command(("squeue", "--me", "-h", "-o", "%F|%k"), self.scheduler, timeout=30)
+
+    def parse_tagged(self, text: str, tag: str) -> List[str]:
+        found = set()
+        for line in text.splitlines():
+            ident, _, comment = line.partition("|")
+            if comment == tag or comment.startswith(tag + " "):
+                found.add(ident.strip())
+        return sorted(found)
+
+    def active_command(self, ids: Sequence[str], env: Optional[Dict[str, str]]) -> Optional[Command]:
+        # COMPLETING is left out: those jobs are already being stopped
+        return Command(("squeue", "-h", "-t", "PD,R,S,CF,RQ,RF,RH,RS,SO,ST", "-o", "%F", "-j", ",".join(ids)),
+                       self.scheduler, tolerate=("Invalid job id",), timeout=30)
+
+    def parse_active(self, text: str) -> List[str]:
+        return sorted({line.strip() for line in text.splitlines() if line.strip()})
 
 
 def dependency_list(target: Target) -> str:

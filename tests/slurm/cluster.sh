@@ -4,6 +4,7 @@
 #   tests/slurm/cluster.sh up     install what is missing (apt), configure, start; idempotent
 #   tests/slurm/cluster.sh down   stop the daemons this script started
 #   tests/slurm/cluster.sh status exit 0 if the cluster answers
+#   tests/slurm/cluster.sh ctld-stop|ctld-start   stop / start slurmctld alone (fault tests)
 # Needs root (daemons, /etc/slurm). Takes about 30 s on a fresh machine plus package download.
 set -euo pipefail
 
@@ -125,9 +126,32 @@ down() {
     mysqladmin shutdown 2>/dev/null || true
 }
 
+# the controller alone, for the tests of a lost controller (its jobs survive in StateSaveLocation)
+ctld_stop() {
+    local pid
+    pid=$(cat /run/slurmctld.pid 2>/dev/null || pgrep -x slurmctld || true)
+    [ -n "$pid" ] || return 0
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 60); do pgrep -x slurmctld >/dev/null || return 0; sleep 0.5; done
+    echo "cluster.sh: slurmctld did not stop" >&2
+    return 1
+}
+
+ctld_start() {
+    pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld
+    for _ in $(seq 60); do
+        sinfo -h -o %T 2>/dev/null | grep -qE 'idle|mix|alloc' && return 0
+        sleep 1
+    done
+    echo "cluster.sh: slurmctld did not come back" >&2
+    return 1
+}
+
 case "${1:-up}" in
     up) up ;;
     down) down ;;
+    ctld-stop) ctld_stop ;;
+    ctld-start) ctld_start ;;
     status) sinfo -h >/dev/null 2>&1 && sacct -n -X -j 1 >/dev/null 2>&1 ;;
-    *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|status|ctld-stop|ctld-start" >&2; exit 2 ;;
 esac

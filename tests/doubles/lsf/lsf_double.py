@@ -184,6 +184,15 @@ def wrap79(text):
     return "\n".join(line.rstrip() for line in lines)
 
 
+def default_signals():
+    """In a job about to start: every signal back to its default action, as sbatchd does. The
+    daemon may have been started by a shell that ignores SIGINT and SIGQUIT (`cmd &`), and an
+    ignored signal stays ignored across exec: bkill's SIGINT would then not reach the job."""
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
+                signal.SIGPIPE, signal.SIGALRM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def signal_number(name):
     """A signal given as name (USR1, SIGUSR1) or number, as -wa and bkill -s accept it."""
     text = str(name).strip().upper()
@@ -590,10 +599,10 @@ def dep_status(job, pos, state):
 
 # --------------------------------------------------------------------------- bsub
 
-ARG_OPTS = {"-J", "-w", "-cwd", "-o", "-oo", "-e", "-eo", "-W", "-wa", "-wt", "-q", "-G", "-P",
+ARG_OPTS = {"-J", "-Jd", "-w", "-cwd", "-o", "-oo", "-e", "-eo", "-W", "-wa", "-wt", "-q", "-G", "-P",
             "-n", "-nnodes", "-U", "-Q", "-env", "-R", "-M", "-gpu", "-i",
             # accepted and ignored (resources, mail, grouping, limits the double does not enforce)
-            "-u", "-m", "-g", "-Jd", "-We", "-app", "-sla", "-c", "-C", "-D", "-F", "-p", "-S",
+            "-u", "-m", "-g", "-We", "-app", "-sla", "-c", "-C", "-D", "-F", "-p", "-S",
             "-T", "-v", "-L", "-sp", "-E", "-Ep", "-k", "-csm", "-alloc_flags", "-jsm", "-smt",
             "-core_isolation", "-step_cgroup", "-ln_slots", "-ln_mem", "-datachk", "-data",
             "-rcacct", "-stage", "-hostfile", "-network", "-cn_cu", "-cn_mem", "-eptl", "-ptl"}
@@ -769,7 +778,7 @@ def build_job(opts, words, script, state, cfg, t):
            "dep_text": opts.get("-w"), "dep": None, "ti": "-ti" in opts, "hold": "-H" in opts,
            "requeue": parse_requeue(opts["-Q"]) if "-Q" in opts else None,
            "n": slots_requested(opts.get("-n")), "resreq": " ".join(opts.get("-R*", [])) or None,
-           "rerunnable": "-r" in opts,
+           "rerunnable": "-r" in opts, "description": opts.get("-Jd", "").strip("'\""),
            "exit_if_cwd_missing": os.environ.get("LSB_EXIT_IF_CWD_NOTEXIST", "").upper() == "Y"}
     if "-w" in opts:
         job["dep"] = parse_dependency(opts["-w"], state, cfg, t, len(indices) if indices else 0)
@@ -1111,7 +1120,7 @@ class Daemon:
         stdout, stderr, stdin = open_streams(job, idx, cwd, self.store.dir)
         try:
             proc = subprocess.Popen(["/bin/bash", job["spool"]], cwd=cwd, env=job_env(job, idx, cwd),
-                                    stdin=stdin, stdout=stdout, stderr=stderr,
+                                    stdin=stdin, stdout=stdout, stderr=stderr, preexec_fn=default_signals,
                                     start_new_session=True, close_fds=True)
         finally:
             for handle in {stdout, stderr, stdin}:
@@ -1327,7 +1336,8 @@ def field_values(job, pos, idx, elem, state, t, hms, running=None):
         "run_time": duration(run_seconds, hms), "cpu_used": duration(elem["cpu"], hms),
         "runtimelimit": ("" if not limit else duration(limit * 60, True) if hms else "%.1f" % limit),
         "time_left": "", "effective_resreq": RES_REQ if host else "",
-        "combined_resreq": job["resreq"] or "", "job_description": "", "application": "",
+        "combined_resreq": job["resreq"] or "", "job_description": job.get("description") or "",
+        "application": "",
         "job_group": "", "job_priority": "", "nthreads": "",
     }
 

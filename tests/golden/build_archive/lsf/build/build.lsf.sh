@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "build"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o build.out
 #BSUB -e build.err
 # maestro_compile: step 'build' of study 'build_archive'

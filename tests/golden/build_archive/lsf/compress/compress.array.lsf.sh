@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "compress[1-2]"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o compress.array.log
 #BSUB -e compress.array.log
 # maestro_compile: job array for step 'compress' of study 'build_archive'.

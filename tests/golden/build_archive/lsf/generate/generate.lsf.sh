@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "generate"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o generate.out
 #BSUB -e generate.err
 # maestro_compile: step 'generate' of study 'build_archive'

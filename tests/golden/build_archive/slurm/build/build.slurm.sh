@@ -2,7 +2,7 @@
 #SBATCH --job-name="build"
 #SBATCH --output=build.out
 #SBATCH --error=build.err
-#SBATCH --comment="Tar the generated files into one archive."
+#SBATCH --comment="maestro_compile:@STUDYID@ Tar the generated files into one archive."
 # maestro_compile: step 'build' of study 'build_archive'
 # node: build
 # Submit it by hand with:  sbatch -D @STUDY@/build ./build.slurm.sh

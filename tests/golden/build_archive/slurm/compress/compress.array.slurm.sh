@@ -2,7 +2,7 @@
 #SBATCH --job-name="compress"
 #SBATCH --output=compress.array.log
 #SBATCH --open-mode=append
-#SBATCH --comment="Compress the archive with gzip $(COPT)."
+#SBATCH --comment="maestro_compile:@STUDYID@ Compress the archive with gzip $(COPT)."
 # maestro_compile: job array for step 'compress' of study 'build_archive'.
 # Task i runs the script of the i-th node below (each script can also be run on its own);
 # its output goes to that node's .out/.err in its workspace.

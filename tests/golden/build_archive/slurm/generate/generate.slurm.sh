@@ -2,7 +2,7 @@
 #SBATCH --job-name="generate"
 #SBATCH --output=generate.out
 #SBATCH --error=generate.err
-#SBATCH --comment="Create a few text files to archive."
+#SBATCH --comment="maestro_compile:@STUDYID@ Create a few text files to archive."
 # maestro_compile: step 'generate' of study 'build_archive'
 # node: generate
 # Submit it by hand with:  sbatch -D @STUDY@/generate ./generate.slurm.sh

@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "bye_world[1-4]"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o bye_world.array.log
 #BSUB -e bye_world.array.log
 # maestro_compile: job array for step 'bye_world' of study 'hello_bye_world'.

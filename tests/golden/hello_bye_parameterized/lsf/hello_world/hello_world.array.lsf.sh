@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "hello_world[1-4]"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o hello_world.array.log
 #BSUB -e hello_world.array.log
 # maestro_compile: job array for step 'hello_world' of study 'hello_bye_world'.

@@ -2,7 +2,7 @@
 #SBATCH --job-name="bye_world"
 #SBATCH --output=bye_world.array.log
 #SBATCH --open-mode=append
-#SBATCH --comment="Say bye to someone!"
+#SBATCH --comment="maestro_compile:@STUDYID@ Say bye to someone!"
 # maestro_compile: job array for step 'bye_world' of study 'hello_bye_world'.
 # Task i runs the script of the i-th node below (each script can also be run on its own);
 # its output goes to that node's .out/.err in its workspace.

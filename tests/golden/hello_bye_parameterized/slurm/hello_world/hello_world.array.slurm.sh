@@ -2,7 +2,7 @@
 #SBATCH --job-name="hello_world"
 #SBATCH --output=hello_world.array.log
 #SBATCH --open-mode=append
-#SBATCH --comment="Say hello to someone!"
+#SBATCH --comment="maestro_compile:@STUDYID@ Say hello to someone!"
 # maestro_compile: job array for step 'hello_world' of study 'hello_bye_world'.
 # Task i runs the script of the i-th node below (each script can also be run on its own);
 # its output goes to that node's .out/.err in its workspace.

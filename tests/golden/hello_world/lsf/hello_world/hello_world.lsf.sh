@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "hello_world"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o hello_world.out
 #BSUB -e hello_world.err
 # maestro_compile: step 'hello_world' of study 'hello_world'

@@ -2,7 +2,7 @@
 #SBATCH --job-name="hello_world"
 #SBATCH --output=hello_world.out
 #SBATCH --error=hello_world.err
-#SBATCH --comment="Say hello to the world!"
+#SBATCH --comment="maestro_compile:@STUDYID@ Say hello to the world!"
 # maestro_compile: step 'hello_world' of study 'hello_world'
 # node: hello_world
 # Submit it by hand with:  sbatch -D @STUDY@/hello_world ./hello_world.slurm.sh

@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "say_hi[1-4]"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o say_hi.array.log
 #BSUB -e say_hi.array.log
 # maestro_compile: job array for step 'say_hi' of study 'hello_world_single'.

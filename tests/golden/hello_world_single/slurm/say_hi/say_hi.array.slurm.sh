@@ -2,7 +2,7 @@
 #SBATCH --job-name="say_hi"
 #SBATCH --output=say_hi.array.log
 #SBATCH --open-mode=append
-#SBATCH --comment="Say hello to someone!"
+#SBATCH --comment="maestro_compile:@STUDYID@ Say hello to someone!"
 # maestro_compile: job array for step 'say_hi' of study 'hello_world_single'.
 # Task i runs the script of the i-th node below (each script can also be run on its own);
 # its output goes to that node's .out/.err in its workspace.

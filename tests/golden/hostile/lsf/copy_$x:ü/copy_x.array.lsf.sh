@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "copy__x__[1-6]"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o copy_x.array.log
 #BSUB -e copy_x.array.log
 # maestro_compile: job array for step 'copy_$x:ü' of study 'hostile study: 'single' "double" $HOME \ é ü'.

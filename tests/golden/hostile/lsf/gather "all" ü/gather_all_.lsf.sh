@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "gather \"all\" ü"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o gather_all_.out
 #BSUB -e gather_all_.err
 # maestro_compile: step 'gather "all" ü' of study 'hostile study: 'single' "double" $HOME \ é ü'

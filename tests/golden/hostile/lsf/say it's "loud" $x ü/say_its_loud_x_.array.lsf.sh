@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "say_it_s__loud___x__[1-6]"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o say_its_loud_x_.array.log
 #BSUB -e say_its_loud_x_.array.log
 # maestro_compile: job array for step 'say it's "loud" $x ü' of study 'hostile study: 'single' "double" $HOME \ é ü'.

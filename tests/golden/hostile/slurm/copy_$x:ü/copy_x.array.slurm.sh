@@ -2,7 +2,7 @@
 #SBATCH --job-name="copy_$x:ü"
 #SBATCH --output=copy_x.array.log
 #SBATCH --open-mode=append
-#SBATCH --comment="Runs after each \"say\" node, with the same word ($(WORD))."
+#SBATCH --comment="maestro_compile:@STUDYID@ Runs after each \"say\" node, with the same word ($(WORD))."
 # maestro_compile: job array for step 'copy_$x:ü' of study 'hostile study: 'single' "double" $HOME \ é ü'.
 # Task i runs the script of the i-th node below (each script can also be run on its own);
 # its output goes to that node's .out/.err in its workspace.

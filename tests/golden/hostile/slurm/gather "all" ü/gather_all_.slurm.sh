@@ -2,7 +2,7 @@
 #SBATCH --job-name="gather \"all\" ü"
 #SBATCH --output=gather_all_.out
 #SBATCH --error=gather_all_.err
-#SBATCH --comment="Wait for every 'copy' node."
+#SBATCH --comment="maestro_compile:@STUDYID@ Wait for every 'copy' node."
 # maestro_compile: step 'gather "all" ü' of study 'hostile study: 'single' "double" $HOME \ é ü'
 # node: gather "all" ü
 # Submit it by hand with:  sbatch -D '@STUDY@/gather "all" ü' ./gather_all_.slurm.sh

@@ -2,7 +2,7 @@
 #SBATCH --job-name="say it's \"loud\" $x ü"
 #SBATCH --output=say_its_loud_x_.array.log
 #SBATCH --open-mode=append
-#SBATCH --comment="Say $(WORD) with \"double\" and 'single' quotes, a \\ backslash and é"
+#SBATCH --comment="maestro_compile:@STUDYID@ Say $(WORD) with \"double\" and 'single' quotes, a \\ backslash and é"
 # maestro_compile: job array for step 'say it's "loud" $x ü' of study 'hostile study: 'single' "double" $HOME \ é ü'.
 # Task i runs the script of the i-th node below (each script can also be run on its own);
 # its output goes to that node's .out/.err in its workspace.

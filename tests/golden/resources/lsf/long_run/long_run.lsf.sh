@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "long_run"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o long_run.out
 #BSUB -e long_run.err
 #BSUB -nnodes 1

@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "mpi"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o mpi.out
 #BSUB -e mpi.err
 #BSUB -nnodes 2

@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "setup"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o setup.out
 #BSUB -e setup.err
 #BSUB -q "pdebug"

@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "summary"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o summary.out
 #BSUB -e summary.err
 #BSUB -q "pdebug"

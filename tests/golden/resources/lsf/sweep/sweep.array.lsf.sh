@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "sweep[1-3]"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o sweep.array.log
 #BSUB -e sweep.array.log
 #BSUB -n 2

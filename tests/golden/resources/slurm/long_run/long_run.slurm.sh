@@ -2,7 +2,7 @@
 #SBATCH --job-name="long_run"
 #SBATCH --output=long_run.out
 #SBATCH --error=long_run.err
-#SBATCH --comment="Restarts from its checkpoint when it runs out of time (90 minutes)."
+#SBATCH --comment="maestro_compile:@STUDYID@ Restarts from its checkpoint when it runs out of time (90 minutes)."
 #SBATCH --nodes=1
 #SBATCH --ntasks=4
 #SBATCH --partition="pdebug"

@@ -2,7 +2,7 @@
 #SBATCH --job-name="mpi"
 #SBATCH --output=mpi.out
 #SBATCH --error=mpi.err
-#SBATCH --comment="Two nodes, eight tasks, cores per task, GPUs, exclusive, 01:30:00."
+#SBATCH --comment="maestro_compile:@STUDYID@ Two nodes, eight tasks, cores per task, GPUs, exclusive, 01:30:00."
 #SBATCH --nodes=2
 #SBATCH --ntasks=8
 #SBATCH --cpus-per-task=4

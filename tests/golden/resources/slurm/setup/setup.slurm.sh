@@ -2,7 +2,7 @@
 #SBATCH --job-name="setup"
 #SBATCH --output=setup.out
 #SBATCH --error=setup.err
-#SBATCH --comment="A one-task job with a walltime of 00:05."
+#SBATCH --comment="maestro_compile:@STUDYID@ A one-task job with a walltime of 00:05."
 #SBATCH --partition="pdebug"
 #SBATCH --account="physics"
 #SBATCH --time=00:05:00

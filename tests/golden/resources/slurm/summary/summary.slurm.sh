@@ -2,7 +2,7 @@
 #SBATCH --job-name="summary"
 #SBATCH --output=summary.out
 #SBATCH --error=summary.err
-#SBATCH --comment="Waits for every sweep task."
+#SBATCH --comment="maestro_compile:@STUDYID@ Waits for every sweep task."
 #SBATCH --partition="pdebug"
 #SBATCH --account="physics"
 #SBATCH --reservation="dat_window"

@@ -2,7 +2,7 @@
 #SBATCH --job-name="sweep"
 #SBATCH --output=sweep.array.log
 #SBATCH --open-mode=append
-#SBATCH --comment="One array task per size $(SIZE)."
+#SBATCH --comment="maestro_compile:@STUDYID@ One array task per size $(SIZE)."
 #SBATCH --ntasks=2
 #SBATCH --partition="pdebug"
 #SBATCH --account="physics"

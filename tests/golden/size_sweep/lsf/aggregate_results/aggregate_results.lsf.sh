@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "aggregate_results"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o aggregate_results.out
 #BSUB -e aggregate_results.err
 # maestro_compile: step 'aggregate_results' of study 'size_sweep'

@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "run_simulation[1-3]"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o run_simulation.array.log
 #BSUB -e run_simulation.array.log
 # maestro_compile: job array for step 'run_simulation' of study 'size_sweep'.

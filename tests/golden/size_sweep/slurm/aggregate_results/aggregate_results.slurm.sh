@@ -2,7 +2,7 @@
 #SBATCH --job-name="aggregate_results"
 #SBATCH --output=aggregate_results.out
 #SBATCH --error=aggregate_results.err
-#SBATCH --comment="Collect every run_simulation result into one summary."
+#SBATCH --comment="maestro_compile:@STUDYID@ Collect every run_simulation result into one summary."
 # maestro_compile: step 'aggregate_results' of study 'size_sweep'
 # node: aggregate_results
 # Submit it by hand with:  sbatch -D @STUDY@/aggregate_results ./aggregate_results.slurm.sh

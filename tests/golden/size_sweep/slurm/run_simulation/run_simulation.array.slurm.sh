@@ -2,7 +2,7 @@
 #SBATCH --job-name="run_simulation"
 #SBATCH --output=run_simulation.array.log
 #SBATCH --open-mode=append
-#SBATCH --comment="Estimate the integral of x^2 over [0, 1] with $(SIZE) midpoints."
+#SBATCH --comment="maestro_compile:@STUDYID@ Estimate the integral of x^2 over [0, 1] with $(SIZE) midpoints."
 # maestro_compile: job array for step 'run_simulation' of study 'size_sweep'.
 # Task i runs the script of the i-th node below (each script can also be run on its own);
 # its output goes to that node's .out/.err in its workspace.

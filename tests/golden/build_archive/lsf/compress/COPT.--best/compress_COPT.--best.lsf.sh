@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "compress_COPT.--best"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o compress_COPT.--best.out
 #BSUB -e compress_COPT.--best.err
 # maestro_compile: step 'compress' of study 'build_archive'

@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "compress_COPT.--fast"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o compress_COPT.--fast.out
 #BSUB -e compress_COPT.--fast.err
 # maestro_compile: step 'compress' of study 'build_archive'

@@ -2,7 +2,7 @@
 #SBATCH --job-name="compress_COPT.--best"
 #SBATCH --output=compress_COPT.--best.out
 #SBATCH --error=compress_COPT.--best.err
-#SBATCH --comment="Compress the archive with gzip --best."
+#SBATCH --comment="maestro_compile:@STUDYID@ Compress the archive with gzip --best."
 # maestro_compile: step 'compress' of study 'build_archive'
 # node: compress_COPT.--best
 # Submit it by hand with:  sbatch -D @STUDY@/compress/COPT.--best ./compress_COPT.--best.slurm.sh

@@ -2,7 +2,7 @@
 #SBATCH --job-name="compress_COPT.--fast"
 #SBATCH --output=compress_COPT.--fast.out
 #SBATCH --error=compress_COPT.--fast.err
-#SBATCH --comment="Compress the archive with gzip --fast."
+#SBATCH --comment="maestro_compile:@STUDYID@ Compress the archive with gzip --fast."
 # maestro_compile: step 'compress' of study 'build_archive'
 # node: compress_COPT.--fast
 # Submit it by hand with:  sbatch -D @STUDY@/compress/COPT.--fast ./compress_COPT.--fast.slurm.sh

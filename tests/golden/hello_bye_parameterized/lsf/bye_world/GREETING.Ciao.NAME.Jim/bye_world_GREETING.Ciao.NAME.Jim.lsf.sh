@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "bye_world_GREETING.Ciao.NAME.Jim"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o bye_world_GREETING.Ciao.NAME.Jim.out
 #BSUB -e bye_world_GREETING.Ciao.NAME.Jim.err
 # maestro_compile: step 'bye_world' of study 'hello_bye_world'

@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "bye_world_GREETING.Hey.NAME.Michael"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o bye_world_GREETING.Hey.NAME.Michael.out
 #BSUB -e bye_world_GREETING.Hey.NAME.Michael.err
 # maestro_compile: step 'bye_world' of study 'hello_bye_world'

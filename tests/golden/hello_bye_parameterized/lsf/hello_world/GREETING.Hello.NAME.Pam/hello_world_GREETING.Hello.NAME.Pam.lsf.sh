@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "hello_world_GREETING.Hello.NAME.Pam"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o hello_world_GREETING.Hello.NAME.Pam.out
 #BSUB -e hello_world_GREETING.Hello.NAME.Pam.err
 # maestro_compile: step 'hello_world' of study 'hello_bye_world'

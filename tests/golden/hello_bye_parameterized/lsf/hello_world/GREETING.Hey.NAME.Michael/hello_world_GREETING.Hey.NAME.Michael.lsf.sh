@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "hello_world_GREETING.Hey.NAME.Michael"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o hello_world_GREETING.Hey.NAME.Michael.out
 #BSUB -e hello_world_GREETING.Hey.NAME.Michael.err
 # maestro_compile: step 'hello_world' of study 'hello_bye_world'

@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "hello_world_GREETING.Hi.NAME.Dwight"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o hello_world_GREETING.Hi.NAME.Dwight.out
 #BSUB -e hello_world_GREETING.Hi.NAME.Dwight.err
 # maestro_compile: step 'hello_world' of study 'hello_bye_world'

@@ -2,7 +2,7 @@
 #SBATCH --job-name="bye_world_GREETING.Ciao.NAME.Jim"
 #SBATCH --output=bye_world_GREETING.Ciao.NAME.Jim.out
 #SBATCH --error=bye_world_GREETING.Ciao.NAME.Jim.err
-#SBATCH --comment="Say bye to someone!"
+#SBATCH --comment="maestro_compile:@STUDYID@ Say bye to someone!"
 # maestro_compile: step 'bye_world' of study 'hello_bye_world'
 # node: bye_world_GREETING.Ciao.NAME.Jim
 # Submit it by hand with:  sbatch -D @STUDY@/bye_world/GREETING.Ciao.NAME.Jim ./bye_world_GREETING.Ciao.NAME.Jim.slurm.sh

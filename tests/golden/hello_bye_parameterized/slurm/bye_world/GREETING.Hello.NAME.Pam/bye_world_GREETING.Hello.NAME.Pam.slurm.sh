@@ -2,7 +2,7 @@
 #SBATCH --job-name="bye_world_GREETING.Hello.NAME.Pam"
 #SBATCH --output=bye_world_GREETING.Hello.NAME.Pam.out
 #SBATCH --error=bye_world_GREETING.Hello.NAME.Pam.err
-#SBATCH --comment="Say bye to someone!"
+#SBATCH --comment="maestro_compile:@STUDYID@ Say bye to someone!"
 # maestro_compile: step 'bye_world' of study 'hello_bye_world'
 # node: bye_world_GREETING.Hello.NAME.Pam
 # Submit it by hand with:  sbatch -D @STUDY@/bye_world/GREETING.Hello.NAME.Pam ./bye_world_GREETING.Hello.NAME.Pam.slurm.sh

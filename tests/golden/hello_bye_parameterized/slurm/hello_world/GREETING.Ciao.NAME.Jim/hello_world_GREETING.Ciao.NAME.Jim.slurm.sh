@@ -2,7 +2,7 @@
 #SBATCH --job-name="hello_world_GREETING.Ciao.NAME.Jim"
 #SBATCH --output=hello_world_GREETING.Ciao.NAME.Jim.out
 #SBATCH --error=hello_world_GREETING.Ciao.NAME.Jim.err
-#SBATCH --comment="Say hello to someone!"
+#SBATCH --comment="maestro_compile:@STUDYID@ Say hello to someone!"
 # maestro_compile: step 'hello_world' of study 'hello_bye_world'
 # node: hello_world_GREETING.Ciao.NAME.Jim
 # Submit it by hand with:  sbatch -D @STUDY@/hello_world/GREETING.Ciao.NAME.Jim ./hello_world_GREETING.Ciao.NAME.Jim.slurm.sh

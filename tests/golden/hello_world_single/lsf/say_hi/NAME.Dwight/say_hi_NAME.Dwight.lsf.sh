@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "say_hi_NAME.Dwight"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o say_hi_NAME.Dwight.out
 #BSUB -e say_hi_NAME.Dwight.err
 # maestro_compile: step 'say_hi' of study 'hello_world_single'

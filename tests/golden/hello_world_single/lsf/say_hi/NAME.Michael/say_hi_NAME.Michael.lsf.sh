@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "say_hi_NAME.Michael"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o say_hi_NAME.Michael.out
 #BSUB -e say_hi_NAME.Michael.err
 # maestro_compile: step 'say_hi' of study 'hello_world_single'

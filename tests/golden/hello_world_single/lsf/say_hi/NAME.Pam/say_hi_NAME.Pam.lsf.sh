@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "say_hi_NAME.Pam"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o say_hi_NAME.Pam.out
 #BSUB -e say_hi_NAME.Pam.err
 # maestro_compile: step 'say_hi' of study 'hello_world_single'

@@ -2,7 +2,7 @@
 #SBATCH --job-name="say_hi_NAME.Dwight"
 #SBATCH --output=say_hi_NAME.Dwight.out
 #SBATCH --error=say_hi_NAME.Dwight.err
-#SBATCH --comment="Say hello to someone!"
+#SBATCH --comment="maestro_compile:@STUDYID@ Say hello to someone!"
 # maestro_compile: step 'say_hi' of study 'hello_world_single'
 # node: say_hi_NAME.Dwight
 # Submit it by hand with:  sbatch -D @STUDY@/say_hi/NAME.Dwight ./say_hi_NAME.Dwight.slurm.sh

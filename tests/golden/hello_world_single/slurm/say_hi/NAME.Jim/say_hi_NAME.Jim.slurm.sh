@@ -2,7 +2,7 @@
 #SBATCH --job-name="say_hi_NAME.Jim"
 #SBATCH --output=say_hi_NAME.Jim.out
 #SBATCH --error=say_hi_NAME.Jim.err
-#SBATCH --comment="Say hello to someone!"
+#SBATCH --comment="maestro_compile:@STUDYID@ Say hello to someone!"
 # maestro_compile: step 'say_hi' of study 'hello_world_single'
 # node: say_hi_NAME.Jim
 # Submit it by hand with:  sbatch -D @STUDY@/say_hi/NAME.Jim ./say_hi_NAME.Jim.slurm.sh

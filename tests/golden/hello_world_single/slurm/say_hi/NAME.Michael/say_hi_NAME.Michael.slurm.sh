@@ -2,7 +2,7 @@
 #SBATCH --job-name="say_hi_NAME.Michael"
 #SBATCH --output=say_hi_NAME.Michael.out
 #SBATCH --error=say_hi_NAME.Michael.err
-#SBATCH --comment="Say hello to someone!"
+#SBATCH --comment="maestro_compile:@STUDYID@ Say hello to someone!"
 # maestro_compile: step 'say_hi' of study 'hello_world_single'
 # node: say_hi_NAME.Michael
 # Submit it by hand with:  sbatch -D @STUDY@/say_hi/NAME.Michael ./say_hi_NAME.Michael.slurm.sh

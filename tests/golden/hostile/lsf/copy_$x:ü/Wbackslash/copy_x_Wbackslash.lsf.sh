@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "copy_$x:ü_W=back\\slash"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o copy_x_Wbackslash.out
 #BSUB -e copy_x_Wbackslash.err
 # maestro_compile: step 'copy_$x:ü' of study 'hostile study: 'single' "double" $HOME \ é ü'

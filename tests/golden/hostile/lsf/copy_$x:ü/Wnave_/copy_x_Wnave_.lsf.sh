@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "copy_$x:ü_W=naïve ü"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o copy_x_Wnave_.out
 #BSUB -e copy_x_Wnave_.err
 # maestro_compile: step 'copy_$x:ü' of study 'hostile study: 'single' "double" $HOME \ é ü'

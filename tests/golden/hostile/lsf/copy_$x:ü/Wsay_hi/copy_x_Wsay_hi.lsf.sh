@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "copy_$x:ü_W=say \"hi\""
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o copy_x_Wsay_hi.out
 #BSUB -e copy_x_Wsay_hi.err
 # maestro_compile: step 'copy_$x:ü' of study 'hostile study: 'single' "double" $HOME \ é ü'

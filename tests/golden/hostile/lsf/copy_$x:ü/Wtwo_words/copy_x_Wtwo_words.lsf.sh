@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "copy_$x:ü_W=two words"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o copy_x_Wtwo_words.out
 #BSUB -e copy_x_Wtwo_words.err
 # maestro_compile: step 'copy_$x:ü' of study 'hostile study: 'single' "double" $HOME \ é ü'

@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "say it's \"loud\" $x ü_W=naïve ü"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o say_its_loud_x__Wnave_.out
 #BSUB -e say_its_loud_x__Wnave_.err
 # maestro_compile: step 'say it's "loud" $x ü' of study 'hostile study: 'single' "double" $HOME \ é ü'

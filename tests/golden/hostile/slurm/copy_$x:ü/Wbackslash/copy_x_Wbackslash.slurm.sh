@@ -2,7 +2,7 @@
 #SBATCH --job-name="copy_$x:ü_W=back\\slash"
 #SBATCH --output=copy_x_Wbackslash.out
 #SBATCH --error=copy_x_Wbackslash.err
-#SBATCH --comment="Runs after each \"say\" node, with the same word (back\\slash)."
+#SBATCH --comment="maestro_compile:@STUDYID@ Runs after each \"say\" node, with the same word (back\\slash)."
 # maestro_compile: step 'copy_$x:ü' of study 'hostile study: 'single' "double" $HOME \ é ü'
 # node: copy_$x:ü_W=back\slash
 # Submit it by hand with:  sbatch -D '@STUDY@/copy_$x:ü/Wbackslash' ./copy_x_Wbackslash.slurm.sh

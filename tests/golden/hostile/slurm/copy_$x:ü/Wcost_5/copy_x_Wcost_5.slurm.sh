@@ -2,7 +2,7 @@
 #SBATCH --job-name="copy_$x:ü_W=cost $5"
 #SBATCH --output=copy_x_Wcost_5.out
 #SBATCH --error=copy_x_Wcost_5.err
-#SBATCH --comment="Runs after each \"say\" node, with the same word (cost $5)."
+#SBATCH --comment="maestro_compile:@STUDYID@ Runs after each \"say\" node, with the same word (cost $5)."
 # maestro_compile: step 'copy_$x:ü' of study 'hostile study: 'single' "double" $HOME \ é ü'
 # node: copy_$x:ü_W=cost $5
 # Submit it by hand with:  sbatch -D '@STUDY@/copy_$x:ü/Wcost_5' ./copy_x_Wcost_5.slurm.sh

@@ -2,7 +2,7 @@
 #SBATCH --job-name="copy_$x:ü_W=it's"
 #SBATCH --output=copy_x_Wits.out
 #SBATCH --error=copy_x_Wits.err
-#SBATCH --comment="Runs after each \"say\" node, with the same word (it's)."
+#SBATCH --comment="maestro_compile:@STUDYID@ Runs after each \"say\" node, with the same word (it's)."
 # maestro_compile: step 'copy_$x:ü' of study 'hostile study: 'single' "double" $HOME \ é ü'
 # node: copy_$x:ü_W=it's
 # Submit it by hand with:  sbatch -D '@STUDY@/copy_$x:ü/Wits' ./copy_x_Wits.slurm.sh

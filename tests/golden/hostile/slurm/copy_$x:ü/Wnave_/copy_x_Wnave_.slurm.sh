@@ -2,7 +2,7 @@
 #SBATCH --job-name="copy_$x:ü_W=naïve ü"
 #SBATCH --output=copy_x_Wnave_.out
 #SBATCH --error=copy_x_Wnave_.err
-#SBATCH --comment="Runs after each \"say\" node, with the same word (naïve ü)."
+#SBATCH --comment="maestro_compile:@STUDYID@ Runs after each \"say\" node, with the same word (naïve ü)."
 # maestro_compile: step 'copy_$x:ü' of study 'hostile study: 'single' "double" $HOME \ é ü'
 # node: copy_$x:ü_W=naïve ü
 # Submit it by hand with:  sbatch -D '@STUDY@/copy_$x:ü/Wnave_' ./copy_x_Wnave_.slurm.sh

@@ -2,7 +2,7 @@
 #SBATCH --job-name="copy_$x:ü_W=say \"hi\""
 #SBATCH --output=copy_x_Wsay_hi.out
 #SBATCH --error=copy_x_Wsay_hi.err
-#SBATCH --comment="Runs after each \"say\" node, with the same word (say \"hi\")."
+#SBATCH --comment="maestro_compile:@STUDYID@ Runs after each \"say\" node, with the same word (say \"hi\")."
 # maestro_compile: step 'copy_$x:ü' of study 'hostile study: 'single' "double" $HOME \ é ü'
 # node: copy_$x:ü_W=say "hi"
 # Submit it by hand with:  sbatch -D '@STUDY@/copy_$x:ü/Wsay_hi' ./copy_x_Wsay_hi.slurm.sh

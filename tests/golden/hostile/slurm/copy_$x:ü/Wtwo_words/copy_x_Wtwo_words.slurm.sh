@@ -2,7 +2,7 @@
 #SBATCH --job-name="copy_$x:ü_W=two words"
 #SBATCH --output=copy_x_Wtwo_words.out
 #SBATCH --error=copy_x_Wtwo_words.err
-#SBATCH --comment="Runs after each \"say\" node, with the same word (two words)."
+#SBATCH --comment="maestro_compile:@STUDYID@ Runs after each \"say\" node, with the same word (two words)."
 # maestro_compile: step 'copy_$x:ü' of study 'hostile study: 'single' "double" $HOME \ é ü'
 # node: copy_$x:ü_W=two words
 # Submit it by hand with:  sbatch -D '@STUDY@/copy_$x:ü/Wtwo_words' ./copy_x_Wtwo_words.slurm.sh

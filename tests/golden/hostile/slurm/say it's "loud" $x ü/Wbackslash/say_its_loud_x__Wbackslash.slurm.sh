@@ -2,7 +2,7 @@
 #SBATCH --job-name="say it's \"loud\" $x ü_W=back\\slash"
 #SBATCH --output=say_its_loud_x__Wbackslash.out
 #SBATCH --error=say_its_loud_x__Wbackslash.err
-#SBATCH --comment="Say back\\slash with \"double\" and 'single' quotes, a \\ backslash and é"
+#SBATCH --comment="maestro_compile:@STUDYID@ Say back\\slash with \"double\" and 'single' quotes, a \\ backslash and é"
 # maestro_compile: step 'say it's "loud" $x ü' of study 'hostile study: 'single' "double" $HOME \ é ü'
 # node: say it's "loud" $x ü_W=back\slash
 # Submit it by hand with:  sbatch -D '@STUDY@/say it'"'"'s "loud" $x ü/Wbackslash' ./say_its_loud_x__Wbackslash.slurm.sh

@@ -2,7 +2,7 @@
 #SBATCH --job-name="say it's \"loud\" $x ü_W=cost $5"
 #SBATCH --output=say_its_loud_x__Wcost_5.out
 #SBATCH --error=say_its_loud_x__Wcost_5.err
-#SBATCH --comment="Say cost $5 with \"double\" and 'single' quotes, a \\ backslash and é"
+#SBATCH --comment="maestro_compile:@STUDYID@ Say cost $5 with \"double\" and 'single' quotes, a \\ backslash and é"
 # maestro_compile: step 'say it's "loud" $x ü' of study 'hostile study: 'single' "double" $HOME \ é ü'
 # node: say it's "loud" $x ü_W=cost $5
 # Submit it by hand with:  sbatch -D '@STUDY@/say it'"'"'s "loud" $x ü/Wcost_5' ./say_its_loud_x__Wcost_5.slurm.sh

@@ -2,7 +2,7 @@
 #SBATCH --job-name="say it's \"loud\" $x ü_W=it's"
 #SBATCH --output=say_its_loud_x__Wits.out
 #SBATCH --error=say_its_loud_x__Wits.err
-#SBATCH --comment="Say it's with \"double\" and 'single' quotes, a \\ backslash and é"
+#SBATCH --comment="maestro_compile:@STUDYID@ Say it's with \"double\" and 'single' quotes, a \\ backslash and é"
 # maestro_compile: step 'say it's "loud" $x ü' of study 'hostile study: 'single' "double" $HOME \ é ü'
 # node: say it's "loud" $x ü_W=it's
 # Submit it by hand with:  sbatch -D '@STUDY@/say it'"'"'s "loud" $x ü/Wits' ./say_its_loud_x__Wits.slurm.sh

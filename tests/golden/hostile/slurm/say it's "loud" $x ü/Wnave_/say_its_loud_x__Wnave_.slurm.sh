@@ -2,7 +2,7 @@
 #SBATCH --job-name="say it's \"loud\" $x ü_W=naïve ü"
 #SBATCH --output=say_its_loud_x__Wnave_.out
 #SBATCH --error=say_its_loud_x__Wnave_.err
-#SBATCH --comment="Say naïve ü with \"double\" and 'single' quotes, a \\ backslash and é"
+#SBATCH --comment="maestro_compile:@STUDYID@ Say naïve ü with \"double\" and 'single' quotes, a \\ backslash and é"
 # maestro_compile: step 'say it's "loud" $x ü' of study 'hostile study: 'single' "double" $HOME \ é ü'
 # node: say it's "loud" $x ü_W=naïve ü
 # Submit it by hand with:  sbatch -D '@STUDY@/say it'"'"'s "loud" $x ü/Wnave_' ./say_its_loud_x__Wnave_.slurm.sh

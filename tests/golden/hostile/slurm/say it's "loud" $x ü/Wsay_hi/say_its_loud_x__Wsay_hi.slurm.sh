@@ -2,7 +2,7 @@
 #SBATCH --job-name="say it's \"loud\" $x ü_W=say \"hi\""
 #SBATCH --output=say_its_loud_x__Wsay_hi.out
 #SBATCH --error=say_its_loud_x__Wsay_hi.err
-#SBATCH --comment="Say say \"hi\" with \"double\" and 'single' quotes, a \\ backslash and é"
+#SBATCH --comment="maestro_compile:@STUDYID@ Say say \"hi\" with \"double\" and 'single' quotes, a \\ backslash and é"
 # maestro_compile: step 'say it's "loud" $x ü' of study 'hostile study: 'single' "double" $HOME \ é ü'
 # node: say it's "loud" $x ü_W=say "hi"
 # Submit it by hand with:  sbatch -D '@STUDY@/say it'"'"'s "loud" $x ü/Wsay_hi' ./say_its_loud_x__Wsay_hi.slurm.sh

@@ -2,7 +2,7 @@
 #SBATCH --job-name="say it's \"loud\" $x ü_W=two words"
 #SBATCH --output=say_its_loud_x__Wtwo_words.out
 #SBATCH --error=say_its_loud_x__Wtwo_words.err
-#SBATCH --comment="Say two words with \"double\" and 'single' quotes, a \\ backslash and é"
+#SBATCH --comment="maestro_compile:@STUDYID@ Say two words with \"double\" and 'single' quotes, a \\ backslash and é"
 # maestro_compile: step 'say it's "loud" $x ü' of study 'hostile study: 'single' "double" $HOME \ é ü'
 # node: say it's "loud" $x ü_W=two words
 # Submit it by hand with:  sbatch -D '@STUDY@/say it'"'"'s "loud" $x ü/Wtwo_words' ./say_its_loud_x__Wtwo_words.slurm.sh

@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "sweep_SIZE.16"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o sweep_SIZE.16.out
 #BSUB -e sweep_SIZE.16.err
 #BSUB -n 2

@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "sweep_SIZE.32"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o sweep_SIZE.32.out
 #BSUB -e sweep_SIZE.32.err
 #BSUB -n 2

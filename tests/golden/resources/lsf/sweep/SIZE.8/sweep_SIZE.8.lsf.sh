@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "sweep_SIZE.8"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o sweep_SIZE.8.out
 #BSUB -e sweep_SIZE.8.err
 #BSUB -n 2

@@ -2,7 +2,7 @@
 #SBATCH --job-name="sweep_SIZE.16"
 #SBATCH --output=sweep_SIZE.16.out
 #SBATCH --error=sweep_SIZE.16.err
-#SBATCH --comment="One array task per size 16."
+#SBATCH --comment="maestro_compile:@STUDYID@ One array task per size 16."
 #SBATCH --ntasks=2
 #SBATCH --partition="pdebug"
 #SBATCH --account="physics"

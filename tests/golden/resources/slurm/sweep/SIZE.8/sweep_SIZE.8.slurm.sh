@@ -2,7 +2,7 @@
 #SBATCH --job-name="sweep_SIZE.8"
 #SBATCH --output=sweep_SIZE.8.out
 #SBATCH --error=sweep_SIZE.8.err
-#SBATCH --comment="One array task per size 8."
+#SBATCH --comment="maestro_compile:@STUDYID@ One array task per size 8."
 #SBATCH --ntasks=2
 #SBATCH --partition="pdebug"
 #SBATCH --account="physics"

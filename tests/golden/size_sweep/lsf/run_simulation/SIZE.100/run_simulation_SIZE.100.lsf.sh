@@ -1,5 +1,6 @@
 #!/bin/bash
 #BSUB -J "run_simulation_SIZE.100"
+#BSUB -Jd "maestro_compile:@STUDYID@"
 #BSUB -o run_simulation_SIZE.100.out
 #BSUB -e run_simulation_SIZE.100.err
 # maestro_compile: step 'run_simulation' of study 'size_sweep'

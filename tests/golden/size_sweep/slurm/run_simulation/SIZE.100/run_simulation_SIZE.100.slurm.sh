@@ -2,7 +2,7 @@
 #SBATCH --job-name="run_simulation_SIZE.100"
 #SBATCH --output=run_simulation_SIZE.100.out
 #SBATCH --error=run_simulation_SIZE.100.err
-#SBATCH --comment="Estimate the integral of x^2 over [0, 1] with 100 midpoints."
+#SBATCH --comment="maestro_compile:@STUDYID@ Estimate the integral of x^2 over [0, 1] with 100 midpoints."
 # maestro_compile: step 'run_simulation' of study 'size_sweep'
 # node: run_simulation_SIZE.100
 # Submit it by hand with:  sbatch -D @STUDY@/run_simulation/SIZE.100 ./run_simulation_SIZE.100.slurm.sh

@@ -2,7 +2,7 @@
 #SBATCH --job-name="run_simulation_SIZE.1000"
 #SBATCH --output=run_simulation_SIZE.1000.out
 #SBATCH --error=run_simulation_SIZE.1000.err
-#SBATCH --comment="Estimate the integral of x^2 over [0, 1] with 1000 midpoints."
+#SBATCH --comment="maestro_compile:@STUDYID@ Estimate the integral of x^2 over [0, 1] with 1000 midpoints."
 # maestro_compile: step 'run_simulation' of study 'size_sweep'
 # node: run_simulation_SIZE.1000
 # Submit it by hand with:  sbatch -D @STUDY@/run_simulation/SIZE.1000 ./run_simulation_SIZE.1000.slurm.sh
