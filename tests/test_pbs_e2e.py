@@ -106,13 +106,13 @@ class Studies:
     def all_ids(self) -> List[str]:
         ids = []
         for study in self.dirs:
-            for path in [study / "jobs.tsv"] + sorted((study / ".maestro").glob("jobs.rolled-back.*.tsv")):
+            for path in [study / "jobs.tsv"] + sorted((study / ".maestro").glob("jobs.*.tsv")):
                 if path.exists():
                     ids += [job_id for _, job_id in ledger(path)]
         return ids
 
     def stop_all(self) -> None:
-        ids = self.all_ids()
+        ids = self.all_ids() + [i for study in self.dirs if (study / "study.json").exists() for i in tagged(study)]
         if ids:
             run(["qdel", *ids])
         shutil.rmtree(self.root, ignore_errors=True)
@@ -352,3 +352,36 @@ def test_failed_submission_is_rolled_back_then_resubmit_reruns_the_failure(studi
     nodes = studies.wait_for_states(study, {"first": "FINISHED", "second": "FINISHED"})
     assert (study / "second" / "second.txt").exists()
     assert len(ledger(study / "jobs.tsv")) == 4 and nodes["first"]["restarts"] == 1
+
+
+def tagged(study: Path) -> List[str]:
+    """Unfinished jobs of the study found by its tag (the job's project), not by jobs.tsv."""
+    tag = "maestro_compile_" + json.loads((study / "study.json").read_text())["id"]
+    return run(["qselect", "-P", tag, "-s", "HQRSTWBEU"]).stdout.split()
+
+
+def test_kill_9_of_the_submitter_then_submit_recovers(studies):
+    values = ", ".join(f'"{1 + i // 60:02d}:{i % 60:02d}:00"' for i in range(60))
+    study = studies.compile(studies.spec("killed", f"""\
+        study:
+          - {{name: a, description: roots, run: {{cmd: echo a, walltime: $(WT)}}}}
+          - {{name: b, description: one per a, run: {{cmd: echo b, walltime: $(WT), depends: [a]}}}}
+        global.parameters:
+          WT: {{values: [{values}], label: "WT.%%"}}
+        """))
+    child = subprocess.Popen([*studies.cli, "submit", str(study)], cwd=studies.root, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    helpers.wait_until(lambda: (study / "jobs.tsv").exists() and len(ledger(study / "jobs.tsv")) >= 4,
+                       "4 jobs recorded", DEADLINE, interval=0.01)
+    os.killpg(child.pid, 9)
+    child.wait()
+    killed = {job_id for _, job_id in ledger(study / "jobs.tsv")}
+    assert killed <= set(tagged(study)) and len(killed) < 120
+    assert any("interrupted" in node["reason"] for node in studies.status(study).values())
+
+    again = studies.maestro("submit", study)
+    assert "recovered the interrupted submission" in again.stdout
+    new = {job_id for _, job_id in ledger(study / "jobs.tsv")}
+    assert killed.isdisjoint(new) and set(tagged(study)) <= new
+    assert {job["job_state"] for job in qstat_jobs(killed).values()} == {"F"}   # none left held
+    studies.wait_for_states(study, {name: "FINISHED" for name in studies.status(study)}, timeout=DEADLINE * 2)

@@ -51,7 +51,8 @@ def test_directives_launcher_and_user_directives(tmp_path):
     study = _study(tmp_path, STEP)
     excl, shared = (PbsBackend().render_step(study, node) for node in study.nodes)
     lines = header(excl)
-    assert lines[:3] == ["#PBS -N mc_run_E.True", "#PBS -o run_E.True.out", "#PBS -e run_E.True.err"]
+    assert lines[:4] == ["#PBS -N mc_run_E.True", f"#PBS -P maestro_compile_{study.identity}",
+                         "#PBS -o run_E.True.out", "#PBS -e run_E.True.err"]
     # 2 chunks (one per node) of 3 MPI processes with 2 cores each, 2 gpus each
     assert "#PBS -l select=2:ncpus=6:mpiprocs=3:ngpus=2" in lines
     assert '#PBS -q "debug"' in lines and '#PBS -A "it\'s science"' in lines

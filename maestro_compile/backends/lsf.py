@@ -177,7 +177,7 @@ class LsfBackend(ScheduledBackend):
     def release_argv(self, ids: Sequence[str]) -> Optional[List[str]]:
         return ["bresume", *ids]
 
-    def tagged_command(self, env: Optional[Dict[str, str]]) -> Optional[Command]:
+    def tagged_command(self, tag: str, env: Optional[Dict[str, str]]) -> Optional[Command]:
         # without ids bjobs lists the user's unfinished jobs ("No unfinished job found" when none)
         return Command(("bjobs", "-o", "jobid job_description", "-json"), self.scheduler, partial=True,
                        tolerate=("No unfinished job found",), timeout=30)

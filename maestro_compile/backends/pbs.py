@@ -20,7 +20,7 @@ from ..runner import Command
 from ..states import NativeStatus, State
 from ..walltime import pbs_walltime
 from .base import LaunchRequest, step_location
-from .scheduled import ScheduledBackend, Target, allocation, sh, split_user_directives, truthy
+from .scheduled import ScheduledBackend, Target, allocation, sh, truthy
 
 NAME_PREFIX = "mc_"       # every job name starts with a letter and can never be read as a number
 MAX_NAME = 230            # PBS_MAXJOBNAME
@@ -78,6 +78,7 @@ class PbsBackend(ScheduledBackend):
     cancel_command = "qdel"
     launchers = LAUNCHERS
     capabilities = Capabilities(arrays=False)   # see the module's docstring
+    tag_field = "project (-P)"
     job_id = re.compile(r"[0-9]+(?:\.[A-Za-z0-9_.-]+)?")   # 12.server
     status_chunk = 200
 
@@ -137,7 +138,7 @@ class PbsBackend(ScheduledBackend):
             lines.append(f"-l walltime={pbs_walltime(limit)}")
         if truthy(res.get("exclusive", False)):
             lines.append("-l place=excl")
-        lines += split_user_directives(node.cmd, self.prefix)[0]
+        lines += self.user_directives(study, node)
         return lines
 
     @staticmethod
@@ -150,7 +151,8 @@ class PbsBackend(ScheduledBackend):
     def node_directives(self, study: Study, node: Node) -> List[str]:
         # -o/-e relative to the directory qsub runs in: submit.sh runs it in the node's workspace
         base = make_safe(node.job_name)
-        return [f"-N {job_name(node.job_name)}", f"-o {base}.out", f"-e {base}.err"] + self.shared_directives(study, node)
+        return ([f"-N {job_name(node.job_name)}", f"-P {self.tag(study.identity)}", f"-o {base}.out",
+                 f"-e {base}.err"] + self.shared_directives(study, node))
 
     def step_context(self, study: Study, node: Node) -> Dict[str, Any]:
         context = super().step_context(study, node)
@@ -223,6 +225,31 @@ class PbsBackend(ScheduledBackend):
 
     def cancel_argv(self, ids: Sequence[str]) -> List[str]:
         return ["qdel", *ids]
+
+    @staticmethod
+    def tag(identity: str) -> str:
+        # the job's project (-P): PBS refuses a ':' there
+        return f"maestro_compile_{identity}"
+
+    def release_argv(self, ids: Sequence[str]) -> Optional[List[str]]:
+        return ["qrls", *ids]
+
+    def tagged_command(self, tag: str, env: Optional[Dict[str, str]]) -> Optional[Command]:
+        return Command(("qselect", "-P", tag, "-s", ACTIVE_STATES), self.scheduler, timeout=30)
+
+    def parse_tagged(self, text: str, tag: str) -> List[str]:
+        return sorted({line.strip() for line in text.splitlines() if line.strip()})
+
+    def active_command(self, ids: Sequence[str], env: Optional[Dict[str, str]]) -> Optional[Command]:
+        # qselect lists the user's unfinished jobs; still_active keeps those asked about
+        return Command(("qselect", "-s", ACTIVE_STATES), self.scheduler, timeout=30)
+
+    def parse_active(self, text: str) -> List[str]:
+        return sorted({line.strip() for line in text.splitlines() if line.strip()})
+
+
+# qselect -s: held, queued, running, suspended, in transit, waiting, array running, exiting, user-suspended
+ACTIVE_STATES = "HQRSTWBEU"
 
 
 def _field(words: Sequence[str], key: str) -> Optional[str]:

@@ -319,8 +319,8 @@ class ScheduledBackend(Backend):
         """One command that releases the held jobs ``ids`` (None: the backend cannot from Python)."""
         return None
 
-    def tagged_command(self, env: Optional[Dict[str, str]]) -> Optional[Command]:
-        """The query of our queued jobs with their tags (None: this backend does not tag)."""
+    def tagged_command(self, tag: str, env: Optional[Dict[str, str]]) -> Optional[Command]:
+        """The query of our queued jobs carrying ``tag`` (None: this backend does not tag)."""
         return None
 
     def parse_tagged(self, text: str, tag: str) -> List[str]:
@@ -413,10 +413,11 @@ class ScheduledBackend(Backend):
 
     def tagged_jobs(self, study: StudyDir) -> List[str]:
         """Every queued job carrying the study's tag, found by the scheduler's own query."""
-        command = self.tagged_command(self.command_env(study))
-        if command is None or not study.manifest.identity:
-            return []
-        return self.parse_tagged(runner.run(command), self.tag(study.manifest.identity))
+        if not study.manifest.identity:
+            return []    # compiled before studies had an id
+        tag = self.tag(study.manifest.identity)
+        command = self.tagged_command(tag, self.command_env(study))
+        return self.parse_tagged(runner.run(command), tag) if command is not None else []
 
     def study_jobs(self, study: StudyDir) -> List[str]:
         """The ids to act on for the whole study: its ledger's (arrays by their array id) and its tag's."""
@@ -432,7 +433,8 @@ class ScheduledBackend(Backend):
             command = self.active_command(chunk, self.command_env(study))
             if command is None:
                 return []
-            found += self.parse_active(runner.run(command))
+            asked = set(chunk)
+            found += [i for i in self.parse_active(runner.run(command)) if i in asked]
         return sorted(set(found), key=_id_order)
 
     def cancel_jobs(self, study: StudyDir, ids: Sequence[str], settle: float = 20.0) -> None:

@@ -176,7 +176,7 @@ class SlurmBackend(ScheduledBackend):
     def release_argv(self, ids: Sequence[str]) -> Optional[List[str]]:
         return ["scontrol", "release", ",".join(ids)]
 
-    def tagged_command(self, env: Optional[Dict[str, str]]) -> Optional[Command]:
+    def tagged_command(self, tag: str, env: Optional[Dict[str, str]]) -> Optional[Command]:
         # %F: an array's own id for each of its tasks; %k: the comment, which starts with the tag
         return Command(("squeue", "--me", "-h", "-o", "%F|%k"), self.scheduler, timeout=30)
 

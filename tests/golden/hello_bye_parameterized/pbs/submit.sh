@@ -9,7 +9,7 @@
 # submitted held (-h) and released with one `qrls` once everything is queued. The rollback
 # deletes every job it submitted: PBS would leave the dependents of a deleted held job held forever.
 # Each job id is appended to jobs.tsv the moment it is known, and every job carries the study's
-# tag (maestro_compile:@STUDYID@) so that it can be found even if its id never reached jobs.tsv. If any
+# tag (maestro_compile_@STUDYID@) so that it can be found even if its id never reached jobs.tsv. If any
 # submission fails, every job of this submission is cancelled and the cancel is checked; the
 # study can be submitted again once the cause is fixed. When a cancel cannot be confirmed, the
 # jobs that may still be queued are named and kept on record, and `maestro submit DIR` recovers
@@ -19,15 +19,25 @@ set -u
 STUDY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STATE_DIR="$STUDY_DIR/.maestro"
 LEDGER="$STUDY_DIR/jobs.tsv"
-STUDY_TAG=maestro_compile:@STUDYID@    # in every job's nothing (this backend does not tag its jobs)
+STUDY_TAG=maestro_compile_@STUDYID@    # in every job's project (-P)
 SUBMITTED=()     # every job id submitted so far, for the rollback
 ROOTS=()         # held jobs to release at the end
 NOW=$(date +%s)
 
-# still_queued ID...: the ids still in the queue (a backend that cannot ask assumes none)
-still_queued() { :; }
-# tagged_jobs: ids of queued jobs carrying this study's tag (a backend that cannot ask finds none)
-tagged_jobs() { :; }
+# still_queued ID...: those of the ids PBS still has (held, queued, running...); fails when
+# qselect cannot tell
+still_queued() {
+    local out id
+    out=$(qselect -s HQRSTWBEU 2>/dev/null) || return 1
+    for id in "$@"; do
+        grep -qxF -- "$id" <<< "$out" && echo "$id"
+    done
+    return 0
+}
+# tagged_jobs: our unfinished jobs whose project (-P) is this study's tag
+tagged_jobs() {
+    qselect -P "$STUDY_TAG" -s HQRSTWBEU
+}
 
 # verify_cancelled ID...: wait until none of the jobs is queued any more; on failure print the
 # ones that may still be (all of them when the scheduler does not answer)

@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_build
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o build.out
 #PBS -e build.err
 # maestro_compile: step 'build' of study 'build_archive'

@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_generate
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o generate.out
 #PBS -e generate.err
 # maestro_compile: step 'generate' of study 'build_archive'

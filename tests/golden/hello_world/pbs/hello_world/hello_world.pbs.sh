@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_hello_world
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o hello_world.out
 #PBS -e hello_world.err
 # maestro_compile: step 'hello_world' of study 'hello_world'

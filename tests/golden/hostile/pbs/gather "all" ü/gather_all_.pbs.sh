@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_gather__all___
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o gather_all_.out
 #PBS -e gather_all_.err
 # maestro_compile: step 'gather "all" ü' of study 'hostile study: 'single' "double" $HOME \ é ü'

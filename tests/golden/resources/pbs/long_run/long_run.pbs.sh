@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_long_run
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o long_run.out
 #PBS -e long_run.err
 #PBS -l select=1:ncpus=4:mpiprocs=4

@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_mpi
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o mpi.out
 #PBS -e mpi.err
 #PBS -l select=2:ncpus=16:mpiprocs=4:ngpus=1

@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_setup
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o setup.out
 #PBS -e setup.err
 #PBS -q "dat_window"

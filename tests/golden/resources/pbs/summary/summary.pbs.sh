@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_summary
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o summary.out
 #PBS -e summary.err
 #PBS -q "dat_window"

@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_aggregate_results
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o aggregate_results.out
 #PBS -e aggregate_results.err
 # maestro_compile: step 'aggregate_results' of study 'size_sweep'

@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_compress_COPT.--best
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o compress_COPT.--best.out
 #PBS -e compress_COPT.--best.err
 # maestro_compile: step 'compress' of study 'build_archive'

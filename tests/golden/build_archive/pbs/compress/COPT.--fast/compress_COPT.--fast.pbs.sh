@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_compress_COPT.--fast
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o compress_COPT.--fast.out
 #PBS -e compress_COPT.--fast.err
 # maestro_compile: step 'compress' of study 'build_archive'

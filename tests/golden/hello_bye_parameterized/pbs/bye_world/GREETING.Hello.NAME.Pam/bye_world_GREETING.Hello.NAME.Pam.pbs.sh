@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_bye_world_GREETING.Hello.NAME.Pam
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o bye_world_GREETING.Hello.NAME.Pam.out
 #PBS -e bye_world_GREETING.Hello.NAME.Pam.err
 # maestro_compile: step 'bye_world' of study 'hello_bye_world'

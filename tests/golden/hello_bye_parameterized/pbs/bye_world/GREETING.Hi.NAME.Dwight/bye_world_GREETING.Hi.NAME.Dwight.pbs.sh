@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_bye_world_GREETING.Hi.NAME.Dwight
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o bye_world_GREETING.Hi.NAME.Dwight.out
 #PBS -e bye_world_GREETING.Hi.NAME.Dwight.err
 # maestro_compile: step 'bye_world' of study 'hello_bye_world'

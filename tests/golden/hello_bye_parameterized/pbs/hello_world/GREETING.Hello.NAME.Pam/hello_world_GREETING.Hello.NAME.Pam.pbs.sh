@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_hello_world_GREETING.Hello.NAME.Pam
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o hello_world_GREETING.Hello.NAME.Pam.out
 #PBS -e hello_world_GREETING.Hello.NAME.Pam.err
 # maestro_compile: step 'hello_world' of study 'hello_bye_world'

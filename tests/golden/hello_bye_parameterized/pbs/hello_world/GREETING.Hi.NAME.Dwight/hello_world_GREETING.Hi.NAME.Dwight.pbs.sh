@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_hello_world_GREETING.Hi.NAME.Dwight
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o hello_world_GREETING.Hi.NAME.Dwight.out
 #PBS -e hello_world_GREETING.Hi.NAME.Dwight.err
 # maestro_compile: step 'hello_world' of study 'hello_bye_world'

@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_say_hi_NAME.Dwight
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o say_hi_NAME.Dwight.out
 #PBS -e say_hi_NAME.Dwight.err
 # maestro_compile: step 'say_hi' of study 'hello_world_single'

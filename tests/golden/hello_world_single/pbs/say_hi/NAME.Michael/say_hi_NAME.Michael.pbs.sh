@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_say_hi_NAME.Michael
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o say_hi_NAME.Michael.out
 #PBS -e say_hi_NAME.Michael.err
 # maestro_compile: step 'say_hi' of study 'hello_world_single'

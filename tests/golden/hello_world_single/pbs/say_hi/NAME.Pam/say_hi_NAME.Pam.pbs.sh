@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_say_hi_NAME.Pam
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o say_hi_NAME.Pam.out
 #PBS -e say_hi_NAME.Pam.err
 # maestro_compile: step 'say_hi' of study 'hello_world_single'

@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_copy__x___W_back_slash
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o copy_x_Wbackslash.out
 #PBS -e copy_x_Wbackslash.err
 # maestro_compile: step 'copy_$x:ü' of study 'hostile study: 'single' "double" $HOME \ é ü'

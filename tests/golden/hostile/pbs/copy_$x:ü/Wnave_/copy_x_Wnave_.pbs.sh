@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_copy__x___W_na_ve__
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o copy_x_Wnave_.out
 #PBS -e copy_x_Wnave_.err
 # maestro_compile: step 'copy_$x:ü' of study 'hostile study: 'single' "double" $HOME \ é ü'

@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_say_it_s__loud___x___W_cost__5
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o say_its_loud_x__Wcost_5.out
 #PBS -e say_its_loud_x__Wcost_5.err
 # maestro_compile: step 'say it's "loud" $x ü' of study 'hostile study: 'single' "double" $HOME \ é ü'

@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_sweep_SIZE.8
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o sweep_SIZE.8.out
 #PBS -e sweep_SIZE.8.err
 #PBS -l select=2:ncpus=1:mpiprocs=1

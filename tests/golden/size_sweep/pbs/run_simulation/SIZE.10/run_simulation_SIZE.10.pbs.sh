@@ -1,5 +1,6 @@
 #!/bin/bash
 #PBS -N mc_run_simulation_SIZE.10
+#PBS -P maestro_compile_@STUDYID@
 #PBS -o run_simulation_SIZE.10.out
 #PBS -e run_simulation_SIZE.10.err
 # maestro_compile: step 'run_simulation' of study 'size_sweep'
