@@ -45,14 +45,14 @@ class SubmitError(MaestroCompileError):
 
 
 class InterruptedSubmitError(SubmitError):
-    """A signal stopped `maestro submit`; the submit script was told and has rolled back."""
+    """A signal stopped `maestro submit`; the submit script was told to stop (its rollback ran)."""
 
     exit_code = 130
 
     def __init__(self, signum: int, output: str):
         self.signum = signum
         name = {2: "SIGINT", 15: "SIGTERM", 1: "SIGHUP"}.get(signum, f"signal {signum}")
-        super().__init__(f"interrupted by {name}; the submit script was stopped and rolled back:\n{output}".rstrip())
+        super().__init__(f"interrupted by {name}; the submit script was told to stop and said:\n{output}".rstrip())
 
 
 class InstallError(MaestroCompileError):

@@ -127,7 +127,8 @@ def _forwarding(child: subprocess.Popen) -> Iterator[List[int]]:
     def forward(signum, frame):
         received.append(signum)
         try:
-            child.send_signal(signum)
+            # as SIGTERM: bash ignores a SIGINT that its running command (sbatch) did not die of
+            child.send_signal(signal.SIGTERM)
         except OSError:
             pass
     if threading.current_thread() is not threading.main_thread():
@@ -167,8 +168,11 @@ def run_script(script: Path, cwd: Path, args: Sequence[str] = (), ledger: Option
                     if counter and nodes and progress.enabled:
                         progress(counter.count(), nodes)
         stdout, stderr = (_read(handle) for handle in (out, err))
-    if received:
+    if received and child.returncode != 0:
         raise InterruptedSubmitError(received[0], (stderr.strip() + "\n" + stdout.strip()).strip())
+    if received:   # the signal came when nothing was left to stop: the script finished its work
+        stdout = (stdout.strip() + f"\nnote: {script.name} had finished its work when the signal came; "
+                  f"nothing was rolled back").strip()
     if child.returncode != 0:
         raise SubmitError((stderr.strip() + "\n" + stdout.strip()).strip()
                           or f"{script.name} exited {child.returncode}")

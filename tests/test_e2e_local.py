@@ -512,3 +512,19 @@ def test_runner_is_detached_and_survives_its_parent(studies):
     assert final["wait"]["state"] == "FINISHED"
     assert (study / "wait" / "released.txt").read_text() == "released\n"
     wait_until(lambda: not alive(runner), "the runner to exit once the study ended", timeout=5)
+
+
+def test_a_read_only_study_directory_is_refused_clearly_and_nothing_starts(studies):
+    study = studies.out()
+    ok(maestro("compile", EXAMPLES / "hello_world" / "hello_world.yaml", "-o", study))
+    # a read-only bind mount: refused even to root, as on a read-only file system
+    if subprocess.run(["mount", "--bind", str(study), str(study)], capture_output=True).returncode != 0:
+        pytest.skip("needs root to make a read-only mount")
+    try:
+        assert subprocess.run(["mount", "-o", "remount,ro,bind", str(study)], capture_output=True).returncode == 0
+        result = maestro("submit", study)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "cannot write" in result.stderr and "read-only" in result.stderr.lower() and "Traceback" not in result.stderr
+        assert states(study) == {"hello_world": "INITIALIZED"}
+    finally:
+        subprocess.run(["umount", str(study)], capture_output=True)

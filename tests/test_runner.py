@@ -203,3 +203,34 @@ def test_run_script_that_cannot_start(tmp_path):
 def test_python_fake_command(tmp_path):
     """A fake scheduler command may be any program: here the interpreter running the tests."""
     assert run(Command((sys.executable, "-c", "print('1|RUNNING')"), "Slurm")) == "1|RUNNING\n"
+
+
+def _signal_soon(signum, delay=0.5):
+    import os
+    import signal as signals
+    import threading
+    timer = threading.Timer(delay, lambda: os.kill(os.getpid(), signum))
+    timer.start()
+    return timer
+
+
+def test_a_signal_during_a_script_is_passed_on_and_its_rollback_is_waited_for(tmp_path):
+    import signal as signals
+    from maestro_compile.errors import InterruptedSubmitError
+    script = tmp_path / "submit.sh"
+    script.write_text("trap 'echo rolling back >&2; sleep 0.5; echo rolled back >&2; exit 1' TERM\n"
+                      "for i in $(seq 100); do sleep 0.1; done\n")
+    _signal_soon(signals.SIGINT)
+    with pytest.raises(InterruptedSubmitError) as info:
+        run_script(script, tmp_path)
+    assert info.value.exit_code == 130
+    assert "interrupted by SIGINT" in str(info.value) and "rolled back" in str(info.value)
+
+
+def test_a_signal_after_the_script_did_its_work_is_not_reported_as_a_rollback(tmp_path):
+    import signal as signals
+    script = tmp_path / "submit.sh"
+    script.write_text("trap '' TERM\nsleep 1\necho submitted everything\n")
+    _signal_soon(signals.SIGTERM)
+    out = run_script(script, tmp_path)
+    assert out.startswith("submitted everything") and "nothing was rolled back" in out

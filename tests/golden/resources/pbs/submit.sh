@@ -106,12 +106,16 @@ record() {
 }
 
 command -v qsub >/dev/null || { echo "submit.sh: error: qsub not found; submit from a machine of the PBS cluster" >&2; exit 1; }
-mkdir -p "$STATE_DIR" || exit 1
+mkdir -p "$STATE_DIR" || { echo "submit.sh: error: cannot write $STATE_DIR (a read-only or full file system?); nothing was submitted" >&2; exit 1; }
 # The lock is created atomically, so two concurrent submits cannot both proceed. It names its
 # owner (time, pid, host, boot) so that `maestro submit` can tell an interrupted submission.
 BOOT=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo -)
 if ! ( set -o noclobber; echo "$NOW $$ $(hostname) $BOOT" > "$STATE_DIR/submitted" ) 2>/dev/null; then
-    echo "submit.sh: error: study $STUDY_DIR was already submitted (see $STATE_DIR/submitted and jobs.tsv); it is not submitted twice" >&2
+    if [[ -e $STATE_DIR/submitted ]]; then
+        echo "submit.sh: error: study $STUDY_DIR was already submitted (see $STATE_DIR/submitted and jobs.tsv); it is not submitted twice" >&2
+    else
+        echo "submit.sh: error: cannot write $STATE_DIR/submitted (a read-only or full file system?); nothing was submitted" >&2
+    fi
     exit 1
 fi
 trap 'fail "interrupted"' INT TERM HUP

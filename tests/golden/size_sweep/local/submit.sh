@@ -86,9 +86,13 @@ fi
 
 # A study runs once: the first submit creates .maestro/submitted atomically (noclobber).
 take_lock() {
-    mkdir -p "$STATE_DIR" || exit 1
+    mkdir -p "$STATE_DIR" || { echo "submit.sh: error: cannot write $STATE_DIR (a read-only or full file system?); nothing was submitted" >&2; exit 1; }
     if ! ( set -o noclobber; echo "$(date +%s) $$" > "$STATE_DIR/submitted" ) 2>/dev/null; then
-        echo "submit.sh: study $STUDY_DIR was already submitted (see $STATE_DIR/submitted); a study is not run twice" >&2
+        if [[ -e $STATE_DIR/submitted ]]; then
+            echo "submit.sh: study $STUDY_DIR was already submitted (see $STATE_DIR/submitted); a study is not run twice" >&2
+        else
+            echo "submit.sh: cannot write $STATE_DIR/submitted (a read-only or full file system?); nothing was started" >&2
+        fi
         exit 1
     fi
 }
