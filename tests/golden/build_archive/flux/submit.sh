@@ -36,16 +36,20 @@ fail() {
     exit 1
 }
 
-# flux_id_to_dec ID: Flux prints job ids as f58 ("ƒ" or "f" then base58), decimal or 0x-hex;
-# the ledger keeps decimal
+# flux_id_to_dec ID: Flux prints job ids as f58 ("ƒ", or "f" when the locale is not UTF-8, then
+# base58 digits), decimal or 0x-hex; the ledger keeps decimal
 flux_id_to_dec() {
     local LC_ALL=C text=$1 digits=123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz value=0 i c rest
     case $text in
         0x[0-9a-fA-F]*) printf '%d' "$text"; return ;;
         [0-9]*) [[ $text =~ ^[0-9]+$ ]] && { printf '%s' "$text"; return; }; return 1 ;;
     esac
-    text=${text#ƒ}
-    text=${text#f}
+    # exactly one prefix: "f" is also a base58 digit (ƒfrUBM9 is 25501368320)
+    case $text in
+        ƒ*) text=${text#ƒ} ;;
+        f*) text=${text#f} ;;
+        *) return 1 ;;
+    esac
     [[ -n $text ]] || return 1
     for (( i = 0; i < ${#text}; i++ )); do
         c=${text:i:1}
@@ -83,25 +87,17 @@ if ! ( set -o noclobber; echo "$NOW $$ $(hostname)" > "$STATE_DIR/submitted" ) 2
 fi
 trap 'fail "interrupted"' INT TERM HUP
 
-# J0 = node generate; waits for: none (held until everything is queued)
-submit J0 generate submit --job-name=generate --output=generate.out --error=generate.err -n 1 --urgency=hold --cwd=@STUDY@/generate @STUDY@/generate/generate.flux.sh
-ROOTS+=("${J0}")
-record "${J0}" generate
-# J1 = node build; waits for: afterok J0
-submit J1 build submit --job-name=build --output=build.out --error=build.err -n 1 --dependency=afterok:${J0} --cwd=@STUDY@/build @STUDY@/build/build.flux.sh
-record "${J1}" build
-# J2 = node compress_COPT.--fast; waits for: afterok J1
-submit J2 compress_COPT.--fast submit --job-name=compress_COPT.--fast --output=compress_COPT.--fast.out --error=compress_COPT.--fast.err -n 1 --dependency=afterok:${J1} --cwd=@STUDY@/compress/COPT.--fast @STUDY@/compress/COPT.--fast/compress_COPT.--fast.flux.sh
-record "${J2}" compress_COPT.--fast
-# J3 = node compress_COPT.--best; waits for: afterok J1
-submit J3 compress_COPT.--best submit --job-name=compress_COPT.--best --output=compress_COPT.--best.out --error=compress_COPT.--best.err -n 1 --dependency=afterok:${J1} --cwd=@STUDY@/compress/COPT.--best @STUDY@/compress/COPT.--best/compress_COPT.--best.flux.sh
-record "${J3}" compress_COPT.--best
-
-# everything is queued: release the held roots
-release() {
-    local out
-    out=$(flux job urgency "$1" "$2" 2>&1) || fail "flux job urgency $1 $2 failed: $out"
+# Every job is submitted by flux-submit.py, run by `flux python` (Flux's own interpreter and
+# bindings), from flux-plan.jsonl: one line per job with its `flux batch|submit` command line and
+# the jobs it waits for (--dependency=afterok:ID each). Requests are kept in flight, so a sweep of
+# thousands of nodes is queued in seconds; each id is appended to jobs.tsv the moment it is known.
+# Jobs without parents are held (--urgency=hold) and released once everything is queued.
+load_submitted() {
+    [[ -f $LEDGER ]] && mapfile -t SUBMITTED < <(cut -f3 "$LEDGER")
 }
-release "${J0}" default
+trap 'load_submitted; fail "interrupted"' INT TERM HUP
+if ! flux python "$STUDY_DIR/flux-submit.py" "$STUDY_DIR/flux-plan.jsonl" "$LEDGER" "$NOW"; then
+    load_submitted
+    fail "the submission stopped (reason above)"
+fi
 trap - INT TERM HUP
-echo "submitted 4 Flux job(s) (0 array(s)) for 4 node(s); released ${#ROOTS[@]} held root job(s)"

@@ -36,16 +36,20 @@ fail() {
     exit 1
 }
 
-# flux_id_to_dec ID: Flux prints job ids as f58 ("ƒ" or "f" then base58), decimal or 0x-hex;
-# the ledger keeps decimal
+# flux_id_to_dec ID: Flux prints job ids as f58 ("ƒ", or "f" when the locale is not UTF-8, then
+# base58 digits), decimal or 0x-hex; the ledger keeps decimal
 flux_id_to_dec() {
     local LC_ALL=C text=$1 digits=123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz value=0 i c rest
     case $text in
         0x[0-9a-fA-F]*) printf '%d' "$text"; return ;;
         [0-9]*) [[ $text =~ ^[0-9]+$ ]] && { printf '%s' "$text"; return; }; return 1 ;;
     esac
-    text=${text#ƒ}
-    text=${text#f}
+    # exactly one prefix: "f" is also a base58 digit (ƒfrUBM9 is 25501368320)
+    case $text in
+        ƒ*) text=${text#ƒ} ;;
+        f*) text=${text#f} ;;
+        *) return 1 ;;
+    esac
     [[ -n $text ]] || return 1
     for (( i = 0; i < ${#text}; i++ )); do
         c=${text:i:1}
@@ -83,34 +87,17 @@ if ! ( set -o noclobber; echo "$NOW $$ $(hostname)" > "$STATE_DIR/submitted" ) 2
 fi
 trap 'fail "interrupted"' INT TERM HUP
 
-# J0 = node setup; waits for: none (held until everything is queued)
-submit J0 setup submit --job-name=setup --output=setup.out --error=setup.err -n 1 -t 300s -q pdebug --bank=physics --urgency=hold --cwd=@STUDY@/setup @STUDY@/setup/setup.flux.sh
-ROOTS+=("${J0}")
-record "${J0}" setup
-# J1 = node mpi; waits for: afterok J0
-submit J1 mpi batch --dependency=afterok:${J0} --cwd=@STUDY@/mpi @STUDY@/mpi/mpi.flux.sh
-record "${J1}" mpi
-# J2 = node long_run; waits for: afterok J1
-submit J2 long_run batch --dependency=afterok:${J1} --cwd=@STUDY@/long_run @STUDY@/long_run/long_run.flux.sh
-record "${J2}" long_run
-# J3 = node sweep_SIZE.8; waits for: afterok J0
-submit J3 sweep_SIZE.8 batch --dependency=afterok:${J0} --cwd=@STUDY@/sweep/SIZE.8 @STUDY@/sweep/SIZE.8/sweep_SIZE.8.flux.sh
-record "${J3}" sweep_SIZE.8
-# J4 = node sweep_SIZE.16; waits for: afterok J0
-submit J4 sweep_SIZE.16 batch --dependency=afterok:${J0} --cwd=@STUDY@/sweep/SIZE.16 @STUDY@/sweep/SIZE.16/sweep_SIZE.16.flux.sh
-record "${J4}" sweep_SIZE.16
-# J5 = node sweep_SIZE.32; waits for: afterok J0
-submit J5 sweep_SIZE.32 batch --dependency=afterok:${J0} --cwd=@STUDY@/sweep/SIZE.32 @STUDY@/sweep/SIZE.32/sweep_SIZE.32.flux.sh
-record "${J5}" sweep_SIZE.32
-# J6 = node summary; waits for: afterok J2, afterok J3, afterok J4, afterok J5
-submit J6 summary submit --job-name=summary --output=summary.out --error=summary.err -n 1 -q pdebug --bank=physics --dependency=afterok:${J2} --dependency=afterok:${J3} --dependency=afterok:${J4} --dependency=afterok:${J5} --cwd=@STUDY@/summary @STUDY@/summary/summary.flux.sh
-record "${J6}" summary
-
-# everything is queued: release the held roots
-release() {
-    local out
-    out=$(flux job urgency "$1" "$2" 2>&1) || fail "flux job urgency $1 $2 failed: $out"
+# Every job is submitted by flux-submit.py, run by `flux python` (Flux's own interpreter and
+# bindings), from flux-plan.jsonl: one line per job with its `flux batch|submit` command line and
+# the jobs it waits for (--dependency=afterok:ID each). Requests are kept in flight, so a sweep of
+# thousands of nodes is queued in seconds; each id is appended to jobs.tsv the moment it is known.
+# Jobs without parents are held (--urgency=hold) and released once everything is queued.
+load_submitted() {
+    [[ -f $LEDGER ]] && mapfile -t SUBMITTED < <(cut -f3 "$LEDGER")
 }
-release "${J0}" default
+trap 'load_submitted; fail "interrupted"' INT TERM HUP
+if ! flux python "$STUDY_DIR/flux-submit.py" "$STUDY_DIR/flux-plan.jsonl" "$LEDGER" "$NOW"; then
+    load_submitted
+    fail "the submission stopped (reason above)"
+fi
 trap - INT TERM HUP
-echo "submitted 7 Flux job(s) (0 array(s)) for 7 node(s); released ${#ROOTS[@]} held root job(s)"

@@ -36,16 +36,20 @@ fail() {
     exit 1
 }
 
-# flux_id_to_dec ID: Flux prints job ids as f58 ("ƒ" or "f" then base58), decimal or 0x-hex;
-# the ledger keeps decimal
+# flux_id_to_dec ID: Flux prints job ids as f58 ("ƒ", or "f" when the locale is not UTF-8, then
+# base58 digits), decimal or 0x-hex; the ledger keeps decimal
 flux_id_to_dec() {
     local LC_ALL=C text=$1 digits=123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz value=0 i c rest
     case $text in
         0x[0-9a-fA-F]*) printf '%d' "$text"; return ;;
         [0-9]*) [[ $text =~ ^[0-9]+$ ]] && { printf '%s' "$text"; return; }; return 1 ;;
     esac
-    text=${text#ƒ}
-    text=${text#f}
+    # exactly one prefix: "f" is also a base58 digit (ƒfrUBM9 is 25501368320)
+    case $text in
+        ƒ*) text=${text#ƒ} ;;
+        f*) text=${text#f} ;;
+        *) return 1 ;;
+    esac
     [[ -n $text ]] || return 1
     for (( i = 0; i < ${#text}; i++ )); do
         c=${text:i:1}
@@ -83,29 +87,17 @@ if ! ( set -o noclobber; echo "$NOW $$ $(hostname)" > "$STATE_DIR/submitted" ) 2
 fi
 trap 'fail "interrupted"' INT TERM HUP
 
-# J0 = node run_simulation_SIZE.10; waits for: none (held until everything is queued)
-submit J0 run_simulation_SIZE.10 submit --job-name=run_simulation_SIZE.10 --output=run_simulation_SIZE.10.out --error=run_simulation_SIZE.10.err -n 1 --urgency=hold --cwd=@STUDY@/run_simulation/SIZE.10 @STUDY@/run_simulation/SIZE.10/run_simulation_SIZE.10.flux.sh
-ROOTS+=("${J0}")
-record "${J0}" run_simulation_SIZE.10
-# J1 = node run_simulation_SIZE.100; waits for: none (held until everything is queued)
-submit J1 run_simulation_SIZE.100 submit --job-name=run_simulation_SIZE.100 --output=run_simulation_SIZE.100.out --error=run_simulation_SIZE.100.err -n 1 --urgency=hold --cwd=@STUDY@/run_simulation/SIZE.100 @STUDY@/run_simulation/SIZE.100/run_simulation_SIZE.100.flux.sh
-ROOTS+=("${J1}")
-record "${J1}" run_simulation_SIZE.100
-# J2 = node run_simulation_SIZE.1000; waits for: none (held until everything is queued)
-submit J2 run_simulation_SIZE.1000 submit --job-name=run_simulation_SIZE.1000 --output=run_simulation_SIZE.1000.out --error=run_simulation_SIZE.1000.err -n 1 --urgency=hold --cwd=@STUDY@/run_simulation/SIZE.1000 @STUDY@/run_simulation/SIZE.1000/run_simulation_SIZE.1000.flux.sh
-ROOTS+=("${J2}")
-record "${J2}" run_simulation_SIZE.1000
-# J3 = node aggregate_results; waits for: afterok J0, afterok J1, afterok J2
-submit J3 aggregate_results submit --job-name=aggregate_results --output=aggregate_results.out --error=aggregate_results.err -n 1 --dependency=afterok:${J0} --dependency=afterok:${J1} --dependency=afterok:${J2} --cwd=@STUDY@/aggregate_results @STUDY@/aggregate_results/aggregate_results.flux.sh
-record "${J3}" aggregate_results
-
-# everything is queued: release the held roots
-release() {
-    local out
-    out=$(flux job urgency "$1" "$2" 2>&1) || fail "flux job urgency $1 $2 failed: $out"
+# Every job is submitted by flux-submit.py, run by `flux python` (Flux's own interpreter and
+# bindings), from flux-plan.jsonl: one line per job with its `flux batch|submit` command line and
+# the jobs it waits for (--dependency=afterok:ID each). Requests are kept in flight, so a sweep of
+# thousands of nodes is queued in seconds; each id is appended to jobs.tsv the moment it is known.
+# Jobs without parents are held (--urgency=hold) and released once everything is queued.
+load_submitted() {
+    [[ -f $LEDGER ]] && mapfile -t SUBMITTED < <(cut -f3 "$LEDGER")
 }
-release "${J0}" default
-release "${J1}" default
-release "${J2}" default
+trap 'load_submitted; fail "interrupted"' INT TERM HUP
+if ! flux python "$STUDY_DIR/flux-submit.py" "$STUDY_DIR/flux-plan.jsonl" "$LEDGER" "$NOW"; then
+    load_submitted
+    fail "the submission stopped (reason above)"
+fi
 trap - INT TERM HUP
-echo "submitted 4 Flux job(s) (0 array(s)) for 4 node(s); released ${#ROOTS[@]} held root job(s)"
