@@ -80,7 +80,8 @@ class FluxBackend(ScheduledBackend):
     prefix = "# flux:"
     scheduler = "Flux"
     submit_command = "flux"
-    cancel_command = "flux cancel"
+    cancel_command = "flux_cancel"   # submit.sh's function: flux-submit.py --cancel, else flux cancel
+    cancel_chunk = 50000             # ids per `flux python submit.py --cancel` (below ARG_MAX)
     capabilities = Capabilities(arrays=False)   # no job arrays: one job per node
 
     # --- compile time ---
@@ -294,7 +295,9 @@ class FluxBackend(ScheduledBackend):
         return native.reason.startswith("dependency")
 
     def cancel_argv(self, ids: Sequence[str]) -> List[str]:
-        return ["flux", "cancel", *ids]
+        # `flux cancel` aborts in flux-core 0.88 when given thousands of ids: the bindings, with
+        # many requests in flight
+        return ["flux", "python", str(package_file("submit.py")), "--cancel", *ids]
 
 
 def package_file(name: str) -> Path:

@@ -110,6 +110,7 @@ class ScheduledBackend(Backend):
     cancel_command = ""     # cancels the job ids given as arguments (rollback)
     first_task = 0          # index of an array's first task
     status_chunk = 500      # ids per status query (command-line length, controller load)
+    cancel_chunk = CANCEL_CHUNK   # ids per cancel command
 
     # --- compile time ---
     @abc.abstractmethod
@@ -372,7 +373,7 @@ class ScheduledBackend(Backend):
             raise StudyDirError(f"{study.path}: the study has not been submitted; nothing to cancel")
         ids = sorted({self.query_id(entry.job_id) for entry in ledger.values()}, key=_id_order)
         refused = []
-        for chunk in runner.chunks(ids, CANCEL_CHUNK):
+        for chunk in runner.chunks(ids, self.cancel_chunk):
             argv = self.cancel_argv(chunk)
             proc = runner.run_unchecked(Command(tuple(argv), self.scheduler, env=self.command_env(study)))
             if proc.returncode != 0 and proc.stderr.strip():

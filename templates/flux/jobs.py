@@ -16,8 +16,7 @@ import flux
 import flux.constants
 from flux.job.info import statustostr
 
-ATTRS = ["state", "result", "waitstatus", "urgency", "exception_occurred", "exception_severity", "exception_type",
-         "exception_note"]
+ATTRS = ["state", "result", "waitstatus", "urgency", "exception_occurred", "exception_type", "exception_note"]
 
 
 def returncode(entry):
@@ -42,19 +41,20 @@ def main(since):
     jobs = handle.rpc("job-list.list", payload).get()["jobs"]
     out = []
     for entry in jobs:
-        job = {"id": entry["id"], "status": statustostr(entry["state"], entry.get("result", 0)),
-               "urgency": entry.get("urgency")}
+        # keys as in `flux jobs --json`; those status does not need left out when they say nothing:
+        # urgency unless held (0), exception unless one occurred, returncode while active
+        job = {"id": entry["id"], "status": statustostr(entry["state"], entry.get("result", 0))}
+        if entry.get("urgency") == 0:
+            job["urgency"] = 0
         code = returncode(entry)
         if code is not None:
             job["returncode"] = code
         if entry.get("exception_occurred"):
-            job["exception"] = {"occurred": True, "severity": entry.get("exception_severity"),
-                                "type": entry.get("exception_type", ""), "note": entry.get("exception_note", "")}
-        else:
-            job["exception"] = {"occurred": False}
+            job["exception"] = {"occurred": True, "type": entry.get("exception_type", ""),
+                                "note": entry.get("exception_note", "")}
         out.append(job)
-    json.dump({"jobs": out}, sys.stdout, separators=(",", ":"))
-    sys.stdout.write("\n")
+    # one write: json.dump would write the text in thousands of small pieces
+    sys.stdout.write(json.dumps({"jobs": out}, separators=(",", ":")) + "\n")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,10 @@ released to their "release" urgency (`default`, a number, or null: stays held).
 Exit status: 0 when everything is queued and released; 1 after any failure, with the reason
 on stderr: submission stops, the ids of the requests in flight are still recorded, and submit.sh
 cancels every job of the ledger (rollback). Nothing of this program runs after it exits.
+
+    flux python flux-submit.py --cancel ID...
+
+cancels the jobs (the rollback of submit.sh and of resubmission scripts, and `maestro cancel`).
 """
 import copy
 import io
@@ -34,7 +38,7 @@ import flux.job
 from flux.cli.batch import BatchCmd
 from flux.cli.submit import SubmitCmd
 
-WINDOW = 2048            # submission requests in flight at once
+WINDOW = 1024            # requests in flight at once (a handle with ~10,000 outstanding aborts in libev)
 PER_NODE = ("--job-name=", "--output=", "--error=", "--cwd=")   # options that differ from node to node
 URGENCY_DEFAULT = 16
 TOKEN = "@maestro-compile-{}@"
@@ -82,9 +86,9 @@ class Jobspecs:
         finally:
             sys.stderr = stderr
 
-    def create(self, argv):
-        if argv[0] != "submit":     # a batch job's jobspec holds its script: parsed in full
-            return self.parse(argv)
+    @staticmethod
+    def shape(argv):
+        """The command line with its per-node values replaced by tokens, and those values."""
         values, shape = [], []
         for word in argv[:-1]:
             option = next((o for o in PER_NODE if word.startswith(o)), None)
@@ -94,7 +98,13 @@ class Jobspecs:
             shape.append(word)
         values.append(argv[-1])
         shape.append(TOKEN.format(len(values) - 1))
-        key = tuple(shape)
+        return tuple(shape), values
+
+    def create(self, argv):
+        if argv[0] != "submit":     # a batch job's jobspec holds its script: parsed in full
+            return self.parse(argv)
+        key, values = self.shape(argv)
+        shape = list(key)
         known = self.shapes.get(key)
         if known is None:
             exact = self.parse(argv)
@@ -156,16 +166,27 @@ def main(plan_path, ledger_path, epoch):
     with open(plan_path, encoding="utf-8") as handle:
         plan = [json.loads(line) for line in handle if line.strip()]
     jobspecs = Jobspecs()
-    specs = []
-    for job in plan:
+
+    def jobspec(job, submitted):
         argv = job["flux"]
         try:
-            specs.append(jobspecs.create(argv))
+            return jobspecs.create(argv)
         except ValueError as exc:
             raise Stop(f"node {job['node']}: flux {argv[0]} refuses its options: {exc}{hint(str(exc), argv)}\n"
-                       f"  command: flux {' '.join(argv)}; nothing was submitted") from None
+                       f"  command: flux {' '.join(argv)}" + ("" if submitted else "; nothing was submitted")) from None
+
+    # Before anything is submitted, one node of each shape (the same command line but for the
+    # node's own name, files, directory and script) is parsed: bad options and queues the
+    # instance does not have are refused then. The other jobspecs are made while the first
+    # requests are in flight.
+    prepared, shapes = {}, set()
+    for job in plan:
+        key = Jobspecs.shape(job["flux"])[0]
+        if key not in shapes:
+            shapes.add(key)
+            prepared[job["job"]] = jobspec(job, False)
     handle = flux.Flux()
-    check_queues(handle, plan, specs)
+    check_queues(handle, [job for job in plan if job["job"] in prepared], list(prepared.values()))
 
     ids = {}                 # job number -> id
     waiting = {job["job"]: len(job["after"]) for job in plan}
@@ -173,7 +194,7 @@ def main(plan_path, ledger_path, epoch):
     for job in plan:
         for parent in job["after"]:
             children.setdefault(parent, []).append(job["job"])
-    by_number = {job["job"]: (job, spec) for job, spec in zip(plan, specs)}
+    by_number = {job["job"]: job for job in plan}
     ready = deque(job["job"] for job in plan if not job["after"])
     in_flight = deque()
     error = None
@@ -181,7 +202,7 @@ def main(plan_path, ledger_path, epoch):
         def collect():
             nonlocal error
             number, future = in_flight.popleft()
-            job = by_number[number][0]
+            job = by_number[number]
             try:
                 job_id = int(future.get_id())
             except OSError as exc:
@@ -201,7 +222,8 @@ def main(plan_path, ledger_path, epoch):
             while (ready or in_flight) and error is None:
                 while ready and len(in_flight) < WINDOW:
                     number = ready.popleft()
-                    job, spec = by_number[number]
+                    job = by_number[number]
+                    spec = prepared.pop(number, None) or jobspec(job, True)
                     if job["after"]:
                         spec = copy.copy(spec)
                         attributes = spec["attributes"] = dict(spec["attributes"])
@@ -212,41 +234,79 @@ def main(plan_path, ledger_path, epoch):
                     else:
                         urgency = 0     # held until the whole study is queued
                     in_flight.append((number, flux.job.submit_async(handle, json.dumps(spec), urgency=urgency)))
-                    by_number[number] = (job, None)    # the jobspec is not needed any more
                 if in_flight:
                     collect()
         except Stop as exc:
             error = str(exc)
         finally:
             # the requests in flight were sent: record their ids, so that the rollback cancels them
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+                signal.signal(signum, signal.SIG_IGN)
             while in_flight:
                 collect()
-            signal.signal(signal.SIGINT, previous)
+            for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+                signal.signal(signum, interrupted)
     if error is not None:
         raise Stop(error)
     if len(ids) != len(plan):
         raise Stop(f"{len(plan) - len(ids)} job(s) could not be submitted: their parents have no job id")
 
-    # everything is queued: release the roots (many requests in flight, no process per root)
-    releases = []
-    for job in plan:
-        if not job["after"] and job.get("release") is not None:
-            value = job["release"]
-            urgency = URGENCY_DEFAULT if value == "default" else int(value)
-            releases.append((job, handle.rpc("job-manager.urgency", {"id": ids[job["job"]], "urgency": urgency})))
-    for job, future in releases:
+    # everything is queued: release the roots (`flux job urgency`'s request, many in flight, no
+    # process per root)
+    roots = [job for job in plan if not job["after"] and job.get("release") is not None]
+    in_flight = deque()
+
+    def released():
+        job, future = in_flight.popleft()
         try:
             future.get()
         except OSError as exc:
             raise Stop(f"cannot release {job['node']} (flux job urgency {ids[job['job']]}): {exc}") from None
-    print(f"submitted {len(ids)} Flux job(s) (0 array(s)) for {len(plan)} node(s); released {len(releases)} held "
+
+    for job in roots:
+        urgency = URGENCY_DEFAULT if job["release"] == "default" else int(job["release"])
+        in_flight.append((job, handle.rpc("job-manager.urgency", {"id": ids[job["job"]], "urgency": urgency})))
+        if len(in_flight) >= WINDOW:
+            released()
+    while in_flight:
+        released()
+    print(f"submitted {len(ids)} Flux job(s) (0 array(s)) for {len(plan)} node(s); released {len(roots)} held "
           f"root job(s)")
 
 
+def cancel(ids):
+    """`flux cancel ID...` with many requests in flight (the rollback, `maestro cancel`): the
+    command itself aborts in flux-core 0.88 when given thousands of ids. Jobs already inactive
+    are reported on stderr; exit status 1 when any id could not be cancelled."""
+    handle = flux.Flux()
+    in_flight, refused = deque(), 0
+
+    def answered():
+        nonlocal refused
+        job_id, future = in_flight.popleft()
+        try:
+            future.get()
+        except OSError as exc:
+            refused += 1
+            print(f"flux-cancel: {job_id}: {exc.strerror or exc}", file=sys.stderr)
+
+    for job_id in ids:
+        in_flight.append((job_id, flux.job.cancel_async(handle, int(job_id))))
+        if len(in_flight) >= WINDOW // 2:
+            answered()
+    while in_flight:
+        answered()
+    return 1 if refused else 0
+
+
 if __name__ == "__main__":
+    if len(sys.argv) >= 2 and sys.argv[1] == "--cancel":
+        try:
+            sys.exit(cancel(sys.argv[2:]))
+        except (OSError, ValueError) as exc:
+            sys.exit(f"flux-cancel: {exc}")
     if len(sys.argv) != 4:
-        sys.exit("usage: flux python flux-submit.py flux-plan.jsonl jobs.tsv EPOCH")
+        sys.exit("usage: flux python flux-submit.py flux-plan.jsonl jobs.tsv EPOCH | --cancel ID...")
     try:
         main(sys.argv[1], sys.argv[2], sys.argv[3])
     except Stop as exc:

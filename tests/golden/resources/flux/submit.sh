@@ -23,7 +23,7 @@ rollback() {
     trap - INT TERM HUP
     if (( ${#SUBMITTED[@]} )); then
         echo "submit.sh: cancelling the ${#SUBMITTED[@]} job(s) already submitted: ${SUBMITTED[*]}" >&2
-        flux cancel "${SUBMITTED[@]}" 2>&1 | sed 's/^/submit.sh: /' >&2
+        flux_cancel "${SUBMITTED[@]}" 2>&1 | sed 's/^/submit.sh: /' >&2
     fi
     [[ -f $LEDGER ]] && mv "$LEDGER" "$STATE_DIR/jobs.rolled-back.$NOW.tsv"
     rm -f "$STATE_DIR/submitted"
@@ -58,6 +58,16 @@ flux_id_to_dec() {
         value=$(( value * 58 + ${#rest} ))
     done
     printf '%s' "$value"
+}
+
+# flux_cancel ID...: cancel the jobs (the rollback) with many requests in flight: `flux cancel`
+# aborts in flux-core 0.88 when given thousands of ids
+flux_cancel() {
+    if [[ -f $STUDY_DIR/flux-submit.py ]]; then
+        flux python "$STUDY_DIR/flux-submit.py" --cancel "$@"
+    else
+        flux cancel "$@"
+    fi
 }
 
 # submit VAR LABEL batch|submit FLUX_ARGS...: submit one job; its id goes into the variable VAR
