@@ -7,6 +7,8 @@
 # `flux submit` (one task), and chained with --dependency=afterok:ID per parent. When a job
 # fails, Flux fails its dependents at once (dependency exception), and theirs in turn. Jobs
 # without parents are submitted with --urgency=hold and released once everything is queued.
+# The jobs are submitted by flux-submit.py, run with `flux python` (the Python that comes with
+# Flux, wherever Flux is), from flux-plan.jsonl, which lists each job's flux command line.
 # Each job id is appended to jobs.tsv the moment it is known. If any submission fails, every
 # job already submitted is cancelled, and the study can be submitted again once the cause is
 # fixed. A study is submitted once: a second run of this script is refused.

@@ -129,7 +129,7 @@ class Jobspecs:
         return json.loads(text)
 
 
-def hint(message, argv):
+def hint(message):
     """Which spec key a refusal is about, when the message says."""
     text = message.lower()
     if "queue" in text:
@@ -172,7 +172,7 @@ def main(plan_path, ledger_path, epoch):
         try:
             return jobspecs.create(argv)
         except ValueError as exc:
-            raise Stop(f"node {job['node']}: flux {argv[0]} refuses its options: {exc}{hint(str(exc), argv)}\n"
+            raise Stop(f"node {job['node']}: flux {argv[0]} refuses its options: {exc}{hint(str(exc))}\n"
                        f"  command: flux {' '.join(argv)}" + ("" if submitted else "; nothing was submitted")) from None
 
     # Before anything is submitted, one node of each shape (the same command line but for the
@@ -207,7 +207,7 @@ def main(plan_path, ledger_path, epoch):
                 job_id = int(future.get_id())
             except OSError as exc:
                 if error is None:
-                    error = (f"flux {job['flux'][0]} failed for {job['node']}: {exc}{hint(str(exc), job['flux'])}\n"
+                    error = (f"flux {job['flux'][0]} failed for {job['node']}: {exc}{hint(str(exc))}\n"
                              f"  command: flux {' '.join(job['flux'])}")
                 return
             ids[number] = job_id
