@@ -269,3 +269,23 @@ def test_a_1000_point_sweep_is_queued_in_seconds(sched, fresh):
     assert took < 30, f"3,001 nodes took {took:.1f} s to submit"
     states = {node["state"] for node in sched.status(study).values()}
     assert states == {"PENDING"}
+
+
+def test_an_interrupted_submission_is_rolled_back_before_anything_runs(sched):
+    study = sched.compile(sched.spec("interrupted", sweep(300)))
+    proc = subprocess.Popen(["bash", str(study / "submit.sh")], env=sched.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: (study / "jobs.tsv").exists() and len(ledger(study)) >= 50, "the first jobs", 60)
+    proc.send_signal(15)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "interrupted" in err and "Traceback" not in err, err
+    assert not (study / "jobs.tsv").exists() and not (study / ".maestro" / "submitted").exists()
+    (aside,) = (study / ".maestro").glob("jobs.rolled-back.*.tsv")
+    ids = [job_id for _, job_id in ledger(study, aside)]
+    assert 50 <= len(ids) < 901
+    jobs = flux_jobs(sched.env, ids)
+    assert len(jobs) == len(ids)
+    # everything submitted was cancelled, and nothing ran: the roots were still held
+    assert {job["state"] for job in jobs} == {"INACTIVE"}
+    assert not [job for job in jobs if "t_run" in job]
+    assert {node["state"] for node in sched.status(study).values()} == {"INITIALIZED"}

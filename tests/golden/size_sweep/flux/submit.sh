@@ -107,8 +107,12 @@ trap 'fail "interrupted"' INT TERM HUP
 load_submitted() {
     [[ -f $LEDGER ]] && mapfile -t SUBMITTED < <(cut -f3 "$LEDGER")
 }
-trap 'load_submitted; fail "interrupted"' INT TERM HUP
-if ! flux python "$STUDY_DIR/flux-submit.py" "$STUDY_DIR/flux-plan.jsonl" "$LEDGER" "$NOW"; then
+# in the background, so that a signal stops it at once (it records the ids of the requests in
+# flight and exits) and the rollback follows
+flux python "$STUDY_DIR/flux-submit.py" "$STUDY_DIR/flux-plan.jsonl" "$LEDGER" "$NOW" &
+SUBMITTER=$!
+trap 'kill -TERM "$SUBMITTER" 2>/dev/null; wait "$SUBMITTER"; load_submitted; fail "interrupted"' INT TERM HUP
+if ! wait "$SUBMITTER"; then
     load_submitted
     fail "the submission stopped (reason above)"
 fi
