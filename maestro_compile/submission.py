@@ -55,7 +55,7 @@ def adopt(study: StudyDir, backend: ScheduledBackend) -> str:
     """Every job was queued before the submission stopped: release the roots it had not released."""
     ledger = study.ledger(backend.job_id)
     roots = sorted({backend.query_id(ledger[name].job_id) for name, info in study.manifest.nodes.items()
-                    if not info.depends and name in ledger})
+                    if not info.depends and name in ledger and not backend.keeps_held(study, name)})
     held = backend.still_active(study, roots)
     argv = backend.release_argv(held) if held else None
     if argv:

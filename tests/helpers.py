@@ -1,4 +1,4 @@
-"""Small helpers shared by the end-to-end test modules (local, Slurm, and the LSF/Flux doubles)."""
+"""Small helpers shared by the end-to-end test modules (local, Slurm, Flux, and the LSF double)."""
 from __future__ import annotations
 
 import json

@@ -17,8 +17,9 @@ def test_wheel_contains_every_template(tmp_path):
     wheel = next(tmp_path.glob("maestro_compile-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         shipped = {name[len("maestro_compile/templates/"):] for name in archive.namelist()
-                   if name.startswith("maestro_compile/templates/") and name.endswith(".j2")}
+                   if name.startswith("maestro_compile/templates/") and name.endswith((".j2", ".py"))}
     expected = {str(p.relative_to(ROOT / "templates")) for p in (ROOT / "templates").rglob("*.j2")}
+    expected |= {"flux/submit.py", "flux/jobs.py"}     # run by `flux python`
     assert expected and shipped == expected
 
 

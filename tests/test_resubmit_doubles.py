@@ -1,6 +1,7 @@
-"""`maestro resubmit` on LSF and Flux, against the command doubles of tests/doubles/ (driven through
-PATH and their environment, as in test_doubles_e2e.py): the real CLI, the real generated scripts,
-and only what a user can read (jobs.tsv, the step files, `maestro status`, the schedulers' commands).
+"""`maestro resubmit` on LSF (against the command double of tests/doubles/lsf) and on Flux (against
+the session's real Flux instance), driven as in test_doubles_e2e.py: the real CLI, the real
+generated scripts, and only what a user can read (jobs.tsv, the step files, `maestro status`, the
+schedulers' commands).
 
 A step fails because of a file the test controls ($(SPECROOT)/ok-<X> is missing); every step
 appends its name to $(SPECROOT)/runs.txt, so the test can tell which steps ran again.
@@ -14,7 +15,7 @@ from typing import Dict, List
 
 import pytest
 
-from test_doubles_e2e import Scheduler, describe, ledger, wait_until, workspace
+from test_doubles_e2e import Scheduler, describe, ledger, make_scheduler, wait_until, workspace
 
 SPEC = """
     study:
@@ -46,9 +47,9 @@ FAILED_ONCE = {"prepare": "FINISHED", "work_X.1": "FINISHED", "work_X.2": "FAILE
 AGAIN = ["work_X.2", "post_X.2", "report"]
 
 
-@pytest.fixture(params=["lsf", "flux"])
+@pytest.fixture(params=["lsf", pytest.param("flux", marks=pytest.mark.flux)])
 def sched(request, tmp_path):
-    scheduler = Scheduler(request.param, tmp_path)
+    scheduler = make_scheduler(request, request.param, tmp_path)
     yield scheduler
     scheduler.stop()
 

@@ -113,6 +113,7 @@ class ScheduledBackend(Backend):
     cancel_command = ""     # cancels the job ids given as arguments (rollback)
     first_task = 0          # index of an array's first task
     status_chunk = 500      # ids per status query (command-line length, controller load)
+    cancel_chunk = CANCEL_CHUNK   # ids per cancel command
 
     # --- compile time ---
     @abc.abstractmethod
@@ -319,6 +320,10 @@ class ScheduledBackend(Backend):
         """One command that releases the held jobs ``ids`` (None: the backend cannot from Python)."""
         return None
 
+    def keeps_held(self, study: StudyDir, name: str) -> bool:
+        """A root that stays held after the submission (Flux's priority `held`)."""
+        return False
+
     def tagged_command(self, tag: str, env: Optional[Dict[str, str]]) -> Optional[Command]:
         """The query of our queued jobs carrying ``tag`` (None: this backend does not tag)."""
         return None
@@ -443,7 +448,7 @@ class ScheduledBackend(Backend):
         env = self.command_env(study)
         with Progress("jobs cancelled") as progress:
             done = 0
-            for chunk in runner.chunks(list(ids), CANCEL_CHUNK):
+            for chunk in runner.chunks(list(ids), self.cancel_chunk):
                 runner.run_unchecked(Command(tuple(self.cancel_argv(chunk)), self.scheduler, env=env,
                                              timeout=CANCEL_TIMEOUT))
                 done += len(chunk)

@@ -7,8 +7,10 @@
 # `flux submit` (one task), and chained with --dependency=afterok:ID per parent. When a job
 # fails, Flux fails its dependents at once (dependency exception), and theirs in turn. Jobs
 # without parents are submitted with --urgency=hold and released once everything is queued.
+# The jobs are submitted by flux-submit.py, run with `flux python` (the Python that comes with
+# Flux, wherever Flux is), from flux-plan.jsonl, which lists each job's flux command line.
 # Each job id is appended to jobs.tsv the moment it is known, and every job carries the study's
-# tag (maestro_compile:@STUDYID@) so that it can be found even if its id never reached jobs.tsv. If any
+# tag (@STUDY@) so that it can be found even if its id never reached jobs.tsv. If any
 # submission fails, every job of this submission is cancelled and the cancel is checked; the
 # study can be submitted again once the cause is fixed. When a cancel cannot be confirmed, the
 # jobs that may still be queued are named and kept on record, and `maestro submit DIR` recovers
@@ -18,7 +20,7 @@ set -u
 STUDY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STATE_DIR="$STUDY_DIR/.maestro"
 LEDGER="$STUDY_DIR/jobs.tsv"
-STUDY_TAG=maestro_compile:@STUDYID@    # in every job's nothing (this backend does not tag its jobs)
+STUDY_TAG=@STUDY@    # in every job's working directory (inside the study directory)
 SUBMITTED=()     # every job id submitted so far, for the rollback
 ROOTS=()         # held jobs to release at the end
 NOW=$(date +%s)
@@ -54,7 +56,7 @@ rollback() {
     ids=(${ids})
     if (( ${#ids[@]} )); then
         echo "submit.sh: cancelling the ${#ids[@]} job(s) already submitted: ${ids[*]}" >&2
-        flux cancel "${ids[@]}" 2>&1 | sed 's/^/submit.sh: /' >&2
+        flux_cancel "${ids[@]}" 2>&1 | sed 's/^/submit.sh: /' >&2
         if ! left=$(verify_cancelled "${ids[@]}"); then
             echo "$left" > "$STATE_DIR/rollback.incomplete"
             echo "submit.sh: error: could not confirm that these job(s) are cancelled; they may still be queued (held): $left" >&2
@@ -75,16 +77,20 @@ fail() {
     exit 1
 }
 
-# flux_id_to_dec ID: Flux prints job ids as f58 ("ƒ" or "f" then base58), decimal or 0x-hex;
-# the ledger keeps decimal
+# flux_id_to_dec ID: Flux prints job ids as f58 ("ƒ", or "f" when the locale is not UTF-8, then
+# base58 digits), decimal or 0x-hex; the ledger keeps decimal
 flux_id_to_dec() {
     local LC_ALL=C text=$1 digits=123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz value=0 i c rest
     case $text in
         0x[0-9a-fA-F]*) printf '%d' "$text"; return ;;
         [0-9]*) [[ $text =~ ^[0-9]+$ ]] && { printf '%s' "$text"; return; }; return 1 ;;
     esac
-    text=${text#ƒ}
-    text=${text#f}
+    # exactly one prefix: "f" is also a base58 digit (ƒfrUBM9 is 25501368320)
+    case $text in
+        ƒ*) text=${text#ƒ} ;;
+        f*) text=${text#f} ;;
+        *) return 1 ;;
+    esac
     [[ -n $text ]] || return 1
     for (( i = 0; i < ${#text}; i++ )); do
         c=${text:i:1}
@@ -93,6 +99,16 @@ flux_id_to_dec() {
         value=$(( value * 58 + ${#rest} ))
     done
     printf '%s' "$value"
+}
+
+# flux_cancel ID...: cancel the jobs (the rollback) with many requests in flight: `flux cancel`
+# aborts in flux-core 0.88 when given thousands of ids
+flux_cancel() {
+    if [[ -f $STUDY_DIR/flux-submit.py ]]; then
+        flux python "$STUDY_DIR/flux-submit.py" --cancel "$@"
+    else
+        flux cancel "$@"
+    fi
 }
 
 # submit VAR LABEL batch|submit FLUX_ARGS...: submit one job; its id goes into the variable VAR
@@ -128,45 +144,21 @@ if ! ( set -o noclobber; echo "$NOW $$ $(hostname) $BOOT" > "$STATE_DIR/submitte
 fi
 trap 'fail "interrupted"' INT TERM HUP
 
-# J0 = node hello_world_GREETING.Hello.NAME.Pam; waits for: none (held until everything is queued)
-submit J0 hello_world_GREETING.Hello.NAME.Pam submit --job-name=hello_world_GREETING.Hello.NAME.Pam --output=hello_world_GREETING.Hello.NAME.Pam.out --error=hello_world_GREETING.Hello.NAME.Pam.err -n 1 --urgency=hold --cwd=@STUDY@/hello_world/GREETING.Hello.NAME.Pam @STUDY@/hello_world/GREETING.Hello.NAME.Pam/hello_world_GREETING.Hello.NAME.Pam.flux.sh
-ROOTS+=("${J0}")
-record "${J0}" hello_world_GREETING.Hello.NAME.Pam
-# J1 = node hello_world_GREETING.Ciao.NAME.Jim; waits for: none (held until everything is queued)
-submit J1 hello_world_GREETING.Ciao.NAME.Jim submit --job-name=hello_world_GREETING.Ciao.NAME.Jim --output=hello_world_GREETING.Ciao.NAME.Jim.out --error=hello_world_GREETING.Ciao.NAME.Jim.err -n 1 --urgency=hold --cwd=@STUDY@/hello_world/GREETING.Ciao.NAME.Jim @STUDY@/hello_world/GREETING.Ciao.NAME.Jim/hello_world_GREETING.Ciao.NAME.Jim.flux.sh
-ROOTS+=("${J1}")
-record "${J1}" hello_world_GREETING.Ciao.NAME.Jim
-# J2 = node hello_world_GREETING.Hey.NAME.Michael; waits for: none (held until everything is queued)
-submit J2 hello_world_GREETING.Hey.NAME.Michael submit --job-name=hello_world_GREETING.Hey.NAME.Michael --output=hello_world_GREETING.Hey.NAME.Michael.out --error=hello_world_GREETING.Hey.NAME.Michael.err -n 1 --urgency=hold --cwd=@STUDY@/hello_world/GREETING.Hey.NAME.Michael @STUDY@/hello_world/GREETING.Hey.NAME.Michael/hello_world_GREETING.Hey.NAME.Michael.flux.sh
-ROOTS+=("${J2}")
-record "${J2}" hello_world_GREETING.Hey.NAME.Michael
-# J3 = node hello_world_GREETING.Hi.NAME.Dwight; waits for: none (held until everything is queued)
-submit J3 hello_world_GREETING.Hi.NAME.Dwight submit --job-name=hello_world_GREETING.Hi.NAME.Dwight --output=hello_world_GREETING.Hi.NAME.Dwight.out --error=hello_world_GREETING.Hi.NAME.Dwight.err -n 1 --urgency=hold --cwd=@STUDY@/hello_world/GREETING.Hi.NAME.Dwight @STUDY@/hello_world/GREETING.Hi.NAME.Dwight/hello_world_GREETING.Hi.NAME.Dwight.flux.sh
-ROOTS+=("${J3}")
-record "${J3}" hello_world_GREETING.Hi.NAME.Dwight
-# J4 = node bye_world_GREETING.Hello.NAME.Pam; waits for: afterok J0
-submit J4 bye_world_GREETING.Hello.NAME.Pam submit --job-name=bye_world_GREETING.Hello.NAME.Pam --output=bye_world_GREETING.Hello.NAME.Pam.out --error=bye_world_GREETING.Hello.NAME.Pam.err -n 1 --dependency=afterok:${J0} --cwd=@STUDY@/bye_world/GREETING.Hello.NAME.Pam @STUDY@/bye_world/GREETING.Hello.NAME.Pam/bye_world_GREETING.Hello.NAME.Pam.flux.sh
-record "${J4}" bye_world_GREETING.Hello.NAME.Pam
-# J5 = node bye_world_GREETING.Ciao.NAME.Jim; waits for: afterok J1
-submit J5 bye_world_GREETING.Ciao.NAME.Jim submit --job-name=bye_world_GREETING.Ciao.NAME.Jim --output=bye_world_GREETING.Ciao.NAME.Jim.out --error=bye_world_GREETING.Ciao.NAME.Jim.err -n 1 --dependency=afterok:${J1} --cwd=@STUDY@/bye_world/GREETING.Ciao.NAME.Jim @STUDY@/bye_world/GREETING.Ciao.NAME.Jim/bye_world_GREETING.Ciao.NAME.Jim.flux.sh
-record "${J5}" bye_world_GREETING.Ciao.NAME.Jim
-# J6 = node bye_world_GREETING.Hey.NAME.Michael; waits for: afterok J2
-submit J6 bye_world_GREETING.Hey.NAME.Michael submit --job-name=bye_world_GREETING.Hey.NAME.Michael --output=bye_world_GREETING.Hey.NAME.Michael.out --error=bye_world_GREETING.Hey.NAME.Michael.err -n 1 --dependency=afterok:${J2} --cwd=@STUDY@/bye_world/GREETING.Hey.NAME.Michael @STUDY@/bye_world/GREETING.Hey.NAME.Michael/bye_world_GREETING.Hey.NAME.Michael.flux.sh
-record "${J6}" bye_world_GREETING.Hey.NAME.Michael
-# J7 = node bye_world_GREETING.Hi.NAME.Dwight; waits for: afterok J3
-submit J7 bye_world_GREETING.Hi.NAME.Dwight submit --job-name=bye_world_GREETING.Hi.NAME.Dwight --output=bye_world_GREETING.Hi.NAME.Dwight.out --error=bye_world_GREETING.Hi.NAME.Dwight.err -n 1 --dependency=afterok:${J3} --cwd=@STUDY@/bye_world/GREETING.Hi.NAME.Dwight @STUDY@/bye_world/GREETING.Hi.NAME.Dwight/bye_world_GREETING.Hi.NAME.Dwight.flux.sh
-record "${J7}" bye_world_GREETING.Hi.NAME.Dwight
-
-# everything is queued and recorded: say so, then release the held roots
-echo "$(date +%s)" > "$STATE_DIR/queued" || fail "cannot write $STATE_DIR/queued"
-release() {
-    local out
-    out=$(flux job urgency "$1" "$2" 2>&1) || fail "flux job urgency $1 $2 failed: $out"
+# Every job is submitted by flux-submit.py, run by `flux python` (Flux's own interpreter and
+# bindings), from flux-plan.jsonl: one line per job with its `flux batch|submit` command line and
+# the jobs it waits for (--dependency=afterok:ID each). Requests are kept in flight, so a sweep of
+# thousands of nodes is queued in seconds; each id is appended to jobs.tsv the moment it is known.
+# Jobs without parents are held (--urgency=hold) and released once everything is queued.
+load_submitted() {
+    [[ -f $LEDGER ]] && mapfile -t SUBMITTED < <(cut -f3 "$LEDGER")
 }
-release "${J0}" default
-release "${J1}" default
-release "${J2}" default
-release "${J3}" default
+# in the background, so that a signal stops it at once (it records the ids of the requests in
+# flight and exits) and the rollback follows
+flux python "$STUDY_DIR/flux-submit.py" "$STUDY_DIR/flux-plan.jsonl" "$LEDGER" "$NOW" &
+SUBMITTER=$!
+trap 'kill -TERM "$SUBMITTER" 2>/dev/null; wait "$SUBMITTER"; load_submitted; fail "interrupted"' INT TERM HUP
+if ! wait "$SUBMITTER"; then
+    load_submitted
+    fail "the submission stopped (reason above)"
+fi
 trap - INT TERM HUP
-echo "$(date +%s)" > "$STATE_DIR/released" || echo "submit.sh: warning: cannot write $STATE_DIR/released (the study is queued and released)" >&2
-echo "submitted 8 Flux job(s) (0 array(s)) for 8 node(s); released ${#ROOTS[@]} held root job(s)"

@@ -7,8 +7,10 @@
 # `flux submit` (one task), and chained with --dependency=afterok:ID per parent. When a job
 # fails, Flux fails its dependents at once (dependency exception), and theirs in turn. Jobs
 # without parents are submitted with --urgency=hold and released once everything is queued.
+# The jobs are submitted by flux-submit.py, run with `flux python` (the Python that comes with
+# Flux, wherever Flux is), from flux-plan.jsonl, which lists each job's flux command line.
 # Each job id is appended to jobs.tsv the moment it is known, and every job carries the study's
-# tag (maestro_compile:@STUDYID@) so that it can be found even if its id never reached jobs.tsv. If any
+# tag (@STUDY@) so that it can be found even if its id never reached jobs.tsv. If any
 # submission fails, every job of this submission is cancelled and the cancel is checked; the
 # study can be submitted again once the cause is fixed. When a cancel cannot be confirmed, the
 # jobs that may still be queued are named and kept on record, and `maestro submit DIR` recovers
@@ -18,7 +20,7 @@ set -u
 STUDY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STATE_DIR="$STUDY_DIR/.maestro"
 LEDGER="$STUDY_DIR/jobs.tsv"
-STUDY_TAG=maestro_compile:@STUDYID@    # in every job's nothing (this backend does not tag its jobs)
+STUDY_TAG=@STUDY@    # in every job's working directory (inside the study directory)
 SUBMITTED=()     # every job id submitted so far, for the rollback
 ROOTS=()         # held jobs to release at the end
 NOW=$(date +%s)
@@ -54,7 +56,7 @@ rollback() {
     ids=(${ids})
     if (( ${#ids[@]} )); then
         echo "submit.sh: cancelling the ${#ids[@]} job(s) already submitted: ${ids[*]}" >&2
-        flux cancel "${ids[@]}" 2>&1 | sed 's/^/submit.sh: /' >&2
+        flux_cancel "${ids[@]}" 2>&1 | sed 's/^/submit.sh: /' >&2
         if ! left=$(verify_cancelled "${ids[@]}"); then
             echo "$left" > "$STATE_DIR/rollback.incomplete"
             echo "submit.sh: error: could not confirm that these job(s) are cancelled; they may still be queued (held): $left" >&2
@@ -75,16 +77,20 @@ fail() {
     exit 1
 }
 
-# flux_id_to_dec ID: Flux prints job ids as f58 ("ƒ" or "f" then base58), decimal or 0x-hex;
-# the ledger keeps decimal
+# flux_id_to_dec ID: Flux prints job ids as f58 ("ƒ", or "f" when the locale is not UTF-8, then
+# base58 digits), decimal or 0x-hex; the ledger keeps decimal
 flux_id_to_dec() {
     local LC_ALL=C text=$1 digits=123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz value=0 i c rest
     case $text in
         0x[0-9a-fA-F]*) printf '%d' "$text"; return ;;
         [0-9]*) [[ $text =~ ^[0-9]+$ ]] && { printf '%s' "$text"; return; }; return 1 ;;
     esac
-    text=${text#ƒ}
-    text=${text#f}
+    # exactly one prefix: "f" is also a base58 digit (ƒfrUBM9 is 25501368320)
+    case $text in
+        ƒ*) text=${text#ƒ} ;;
+        f*) text=${text#f} ;;
+        *) return 1 ;;
+    esac
     [[ -n $text ]] || return 1
     for (( i = 0; i < ${#text}; i++ )); do
         c=${text:i:1}
@@ -93,6 +99,16 @@ flux_id_to_dec() {
         value=$(( value * 58 + ${#rest} ))
     done
     printf '%s' "$value"
+}
+
+# flux_cancel ID...: cancel the jobs (the rollback) with many requests in flight: `flux cancel`
+# aborts in flux-core 0.88 when given thousands of ids
+flux_cancel() {
+    if [[ -f $STUDY_DIR/flux-submit.py ]]; then
+        flux python "$STUDY_DIR/flux-submit.py" --cancel "$@"
+    else
+        flux cancel "$@"
+    fi
 }
 
 # submit VAR LABEL batch|submit FLUX_ARGS...: submit one job; its id goes into the variable VAR
@@ -128,64 +144,21 @@ if ! ( set -o noclobber; echo "$NOW $$ $(hostname) $BOOT" > "$STATE_DIR/submitte
 fi
 trap 'fail "interrupted"' INT TERM HUP
 
-# J0 = node say it's "loud" $x ü_W=two words; waits for: none (held until everything is queued)
-submit J0 'say it'"'"'s "loud" $x ü_W=two words' submit --job-name='say it'"'"'s "loud" $x ü_W=two words' --output=say_its_loud_x__Wtwo_words.out --error=say_its_loud_x__Wtwo_words.err -n 1 --urgency=hold --cwd='@STUDY@/say it'"'"'s "loud" $x ü/Wtwo_words' '@STUDY@/say it'"'"'s "loud" $x ü/Wtwo_words/say_its_loud_x__Wtwo_words.flux.sh'
-ROOTS+=("${J0}")
-record "${J0}" 'say it'"'"'s "loud" $x ü_W=two words'
-# J1 = node say it's "loud" $x ü_W=it's; waits for: none (held until everything is queued)
-submit J1 'say it'"'"'s "loud" $x ü_W=it'"'"'s' submit --job-name='say it'"'"'s "loud" $x ü_W=it'"'"'s' --output=say_its_loud_x__Wits.out --error=say_its_loud_x__Wits.err -n 1 --urgency=hold --cwd='@STUDY@/say it'"'"'s "loud" $x ü/Wits' '@STUDY@/say it'"'"'s "loud" $x ü/Wits/say_its_loud_x__Wits.flux.sh'
-ROOTS+=("${J1}")
-record "${J1}" 'say it'"'"'s "loud" $x ü_W=it'"'"'s'
-# J2 = node say it's "loud" $x ü_W=say "hi"; waits for: none (held until everything is queued)
-submit J2 'say it'"'"'s "loud" $x ü_W=say "hi"' submit --job-name='say it'"'"'s "loud" $x ü_W=say "hi"' --output=say_its_loud_x__Wsay_hi.out --error=say_its_loud_x__Wsay_hi.err -n 1 --urgency=hold --cwd='@STUDY@/say it'"'"'s "loud" $x ü/Wsay_hi' '@STUDY@/say it'"'"'s "loud" $x ü/Wsay_hi/say_its_loud_x__Wsay_hi.flux.sh'
-ROOTS+=("${J2}")
-record "${J2}" 'say it'"'"'s "loud" $x ü_W=say "hi"'
-# J3 = node say it's "loud" $x ü_W=cost $5; waits for: none (held until everything is queued)
-submit J3 'say it'"'"'s "loud" $x ü_W=cost $5' submit --job-name='say it'"'"'s "loud" $x ü_W=cost $5' --output=say_its_loud_x__Wcost_5.out --error=say_its_loud_x__Wcost_5.err -n 1 --urgency=hold --cwd='@STUDY@/say it'"'"'s "loud" $x ü/Wcost_5' '@STUDY@/say it'"'"'s "loud" $x ü/Wcost_5/say_its_loud_x__Wcost_5.flux.sh'
-ROOTS+=("${J3}")
-record "${J3}" 'say it'"'"'s "loud" $x ü_W=cost $5'
-# J4 = node say it's "loud" $x ü_W=back\slash; waits for: none (held until everything is queued)
-submit J4 'say it'"'"'s "loud" $x ü_W=back\slash' submit --job-name='say it'"'"'s "loud" $x ü_W=back\slash' --output=say_its_loud_x__Wbackslash.out --error=say_its_loud_x__Wbackslash.err -n 1 --urgency=hold --cwd='@STUDY@/say it'"'"'s "loud" $x ü/Wbackslash' '@STUDY@/say it'"'"'s "loud" $x ü/Wbackslash/say_its_loud_x__Wbackslash.flux.sh'
-ROOTS+=("${J4}")
-record "${J4}" 'say it'"'"'s "loud" $x ü_W=back\slash'
-# J5 = node say it's "loud" $x ü_W=naïve ü; waits for: none (held until everything is queued)
-submit J5 'say it'"'"'s "loud" $x ü_W=naïve ü' submit --job-name='say it'"'"'s "loud" $x ü_W=naïve ü' --output=say_its_loud_x__Wnave_.out --error=say_its_loud_x__Wnave_.err -n 1 --urgency=hold --cwd='@STUDY@/say it'"'"'s "loud" $x ü/Wnave_' '@STUDY@/say it'"'"'s "loud" $x ü/Wnave_/say_its_loud_x__Wnave_.flux.sh'
-ROOTS+=("${J5}")
-record "${J5}" 'say it'"'"'s "loud" $x ü_W=naïve ü'
-# J6 = node copy_$x:ü_W=two words; waits for: afterok J0
-submit J6 'copy_$x:ü_W=two words' submit --job-name='copy_$x:ü_W=two words' --output=copy_x_Wtwo_words.out --error=copy_x_Wtwo_words.err -n 1 --dependency=afterok:${J0} --cwd='@STUDY@/copy_$x:ü/Wtwo_words' '@STUDY@/copy_$x:ü/Wtwo_words/copy_x_Wtwo_words.flux.sh'
-record "${J6}" 'copy_$x:ü_W=two words'
-# J7 = node copy_$x:ü_W=it's; waits for: afterok J1
-submit J7 'copy_$x:ü_W=it'"'"'s' submit --job-name='copy_$x:ü_W=it'"'"'s' --output=copy_x_Wits.out --error=copy_x_Wits.err -n 1 --dependency=afterok:${J1} --cwd='@STUDY@/copy_$x:ü/Wits' '@STUDY@/copy_$x:ü/Wits/copy_x_Wits.flux.sh'
-record "${J7}" 'copy_$x:ü_W=it'"'"'s'
-# J8 = node copy_$x:ü_W=say "hi"; waits for: afterok J2
-submit J8 'copy_$x:ü_W=say "hi"' submit --job-name='copy_$x:ü_W=say "hi"' --output=copy_x_Wsay_hi.out --error=copy_x_Wsay_hi.err -n 1 --dependency=afterok:${J2} --cwd='@STUDY@/copy_$x:ü/Wsay_hi' '@STUDY@/copy_$x:ü/Wsay_hi/copy_x_Wsay_hi.flux.sh'
-record "${J8}" 'copy_$x:ü_W=say "hi"'
-# J9 = node copy_$x:ü_W=cost $5; waits for: afterok J3
-submit J9 'copy_$x:ü_W=cost $5' submit --job-name='copy_$x:ü_W=cost $5' --output=copy_x_Wcost_5.out --error=copy_x_Wcost_5.err -n 1 --dependency=afterok:${J3} --cwd='@STUDY@/copy_$x:ü/Wcost_5' '@STUDY@/copy_$x:ü/Wcost_5/copy_x_Wcost_5.flux.sh'
-record "${J9}" 'copy_$x:ü_W=cost $5'
-# J10 = node copy_$x:ü_W=back\slash; waits for: afterok J4
-submit J10 'copy_$x:ü_W=back\slash' submit --job-name='copy_$x:ü_W=back\slash' --output=copy_x_Wbackslash.out --error=copy_x_Wbackslash.err -n 1 --dependency=afterok:${J4} --cwd='@STUDY@/copy_$x:ü/Wbackslash' '@STUDY@/copy_$x:ü/Wbackslash/copy_x_Wbackslash.flux.sh'
-record "${J10}" 'copy_$x:ü_W=back\slash'
-# J11 = node copy_$x:ü_W=naïve ü; waits for: afterok J5
-submit J11 'copy_$x:ü_W=naïve ü' submit --job-name='copy_$x:ü_W=naïve ü' --output=copy_x_Wnave_.out --error=copy_x_Wnave_.err -n 1 --dependency=afterok:${J5} --cwd='@STUDY@/copy_$x:ü/Wnave_' '@STUDY@/copy_$x:ü/Wnave_/copy_x_Wnave_.flux.sh'
-record "${J11}" 'copy_$x:ü_W=naïve ü'
-# J12 = node gather "all" ü; waits for: afterok J6, afterok J7, afterok J8, afterok J9, afterok J10, afterok J11
-submit J12 'gather "all" ü' submit --job-name='gather "all" ü' --output=gather_all_.out --error=gather_all_.err -n 1 --dependency=afterok:${J6} --dependency=afterok:${J7} --dependency=afterok:${J8} --dependency=afterok:${J9} --dependency=afterok:${J10} --dependency=afterok:${J11} --cwd='@STUDY@/gather "all" ü' '@STUDY@/gather "all" ü/gather_all_.flux.sh'
-record "${J12}" 'gather "all" ü'
-
-# everything is queued and recorded: say so, then release the held roots
-echo "$(date +%s)" > "$STATE_DIR/queued" || fail "cannot write $STATE_DIR/queued"
-release() {
-    local out
-    out=$(flux job urgency "$1" "$2" 2>&1) || fail "flux job urgency $1 $2 failed: $out"
+# Every job is submitted by flux-submit.py, run by `flux python` (Flux's own interpreter and
+# bindings), from flux-plan.jsonl: one line per job with its `flux batch|submit` command line and
+# the jobs it waits for (--dependency=afterok:ID each). Requests are kept in flight, so a sweep of
+# thousands of nodes is queued in seconds; each id is appended to jobs.tsv the moment it is known.
+# Jobs without parents are held (--urgency=hold) and released once everything is queued.
+load_submitted() {
+    [[ -f $LEDGER ]] && mapfile -t SUBMITTED < <(cut -f3 "$LEDGER")
 }
-release "${J0}" default
-release "${J1}" default
-release "${J2}" default
-release "${J3}" default
-release "${J4}" default
-release "${J5}" default
+# in the background, so that a signal stops it at once (it records the ids of the requests in
+# flight and exits) and the rollback follows
+flux python "$STUDY_DIR/flux-submit.py" "$STUDY_DIR/flux-plan.jsonl" "$LEDGER" "$NOW" &
+SUBMITTER=$!
+trap 'kill -TERM "$SUBMITTER" 2>/dev/null; wait "$SUBMITTER"; load_submitted; fail "interrupted"' INT TERM HUP
+if ! wait "$SUBMITTER"; then
+    load_submitted
+    fail "the submission stopped (reason above)"
+fi
 trap - INT TERM HUP
-echo "$(date +%s)" > "$STATE_DIR/released" || echo "submit.sh: warning: cannot write $STATE_DIR/released (the study is queued and released)" >&2
-echo "submitted 13 Flux job(s) (0 array(s)) for 13 node(s); released ${#ROOTS[@]} held root job(s)"
