@@ -12,7 +12,6 @@ import re
 import subprocess
 import textwrap
 import time
-from pathlib import Path
 from typing import Dict, List
 
 import pytest

@@ -207,7 +207,6 @@ def test_python_fake_command(tmp_path):
 
 def _signal_soon(signum, delay=0.5):
     import os
-    import signal as signals
     import threading
     timer = threading.Timer(delay, lambda: os.kill(os.getpid(), signum))
     timer.start()
