@@ -108,16 +108,10 @@ class FluxBackend(ScheduledBackend):
         wants_allocation = count(res.get("nodes")) or count(res.get("procs"))
         return "batch" if wants_allocation and res.get("nested", True) is not False else "submit"
 
-    def restarts_in_job(self, node: Node) -> bool:
-        return node.restart is not None and bool(node.walltime)
 
     def time_limit(self, study: Study, node: Node) -> Optional[int]:
         """The job's limit: the walltime, or room for every attempt when the restarts run inside."""
-        seconds = node.walltime
-        if seconds and self.restarts_in_job(node):
-            rlimit = int(study.options.get("rlimit", 1))
-            return None if rlimit == 0 else seconds * (1 + rlimit) + 60
-        return seconds
+        return self.in_job_time_limit(study, node)
 
     def resource_directives(self, study: Study, node: Node) -> List[str]:
         batch, res = study.spec.batch, node.resources

@@ -24,7 +24,6 @@ from .scheduled import ScheduledBackend, Target, allocation, sh, truthy
 
 NAME_PREFIX = "mc_"       # every job name starts with a letter and can never be read as a number
 MAX_NAME = 230            # PBS_MAXJOBNAME
-RESTART_MARGIN = 60       # seconds of walltime beyond the attempts, for the script's own work
 
 # job_state -> our state while the job is alive; F (finished) and X (sub-job finished) are judged
 # from the substate and Exit_status
@@ -95,16 +94,10 @@ class PbsBackend(ScheduledBackend):
             words += ["--ppn", str(math.ceil(procs / request.nodes))]
         return " ".join(words)
 
-    def restarts_in_job(self, node: Node) -> bool:
-        return node.restart is not None and bool(node.walltime)
 
     def time_limit(self, study: Study, node: Node) -> Optional[int]:
         """The job's walltime: the step's, or room for every attempt when restarts run inside the job."""
-        seconds = node.walltime
-        if seconds and self.restarts_in_job(node):
-            rlimit = int(study.options.get("rlimit", 1))
-            return None if rlimit == 0 else seconds * (1 + rlimit) + RESTART_MARGIN
-        return seconds
+        return self.in_job_time_limit(study, node)
 
     def select(self, study: Study, node: Node) -> Optional[str]:
         """-l select=N:ncpus=C:mpiprocs=P[:ngpus=G]; None when the step asks for nothing."""

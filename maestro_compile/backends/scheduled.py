@@ -29,6 +29,7 @@ MAX_LINE = 1024 * 1024
 ID_LENGTH = 20        # the longest job id a ${Jn} can expand to (Flux ids in decimal: 17 digits)
 CANCEL_CHUNK = 1000   # ids per cancel command (command-line length)
 INTERRUPTED = "the submission was interrupted: `maestro submit` recovers it"
+RESTART_MARGIN = 60   # seconds a job's limit leaves beyond its attempts' (in-job restarts)
 CANCEL_TIMEOUT = 60   # seconds for one cancel command; a controller that does not answer is an error
 
 
@@ -156,6 +157,19 @@ class ScheduledBackend(Backend):
                       for step in study.spec.steps}
             memo = self.__dict__["_written_memo"] = (study, counts)
         return memo[1]
+
+    @staticmethod
+    def restarts_in_job(node: Node) -> bool:
+        """Backends that cannot requeue a job under its id run a step's restarts inside the job."""
+        return node.restart is not None and bool(node.walltime)
+
+    def in_job_time_limit(self, study: Study, node: Node) -> Optional[int]:
+        """The job's limit when restarts run inside it: room for every attempt (None: unlimited)."""
+        seconds = node.walltime
+        if seconds and self.restarts_in_job(node):
+            rlimit = int(study.options.get("rlimit", 1))
+            return None if rlimit == 0 else seconds * (1 + rlimit) + RESTART_MARGIN
+        return seconds
 
     @staticmethod
     def walltime(node: Node) -> Optional[int]:
