@@ -25,10 +25,21 @@ SUBMITTED=()     # every job id submitted so far, for the rollback
 ROOTS=()         # held jobs to release at the end
 NOW=$(date +%s)
 
-# still_queued ID...: the ids still in the queue (a backend that cannot ask assumes none)
-still_queued() { :; }
-# tagged_jobs: ids of queued jobs carrying this study's tag (a backend that cannot ask finds none)
-tagged_jobs() { :; }
+# still_queued ID...: those of the ids (decimal) Flux still has active; fails when it cannot tell
+still_queued() {
+    local out id
+    out=$(flux jobs -f active -n -o '{id.dec}' 2>/dev/null) || return 1
+    for id in "$@"; do
+        grep -qxF -- "$id" <<< "$out" && echo "$id"
+    done
+    return 0
+}
+# tagged_jobs: our active jobs that run in a workspace of this study
+tagged_jobs() {
+    flux jobs -f active -n -o '{id.dec}|{cwd}' | while IFS='|' read -r id cwd; do
+        [[ $cwd == "$STUDY_TAG"/* ]] && echo "$id"
+    done
+}
 
 # verify_cancelled ID...: wait until none of the jobs is queued any more; on failure print the
 # ones that may still be (all of them when the scheduler does not answer)
