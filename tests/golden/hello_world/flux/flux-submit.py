@@ -29,8 +29,10 @@ cancels the jobs (the rollback of submit.sh and of resubmission scripts, and `ma
 import copy
 import io
 import json
+import os
 import signal
 import sys
+import time
 from collections import deque
 
 import flux
@@ -250,6 +252,13 @@ def main(plan_path, ledger_path, epoch):
         raise Stop(error)
     if len(ids) != len(plan):
         raise Stop(f"{len(plan) - len(ids)} job(s) could not be submitted: their parents have no job id")
+    # every job is queued and recorded: say so before any root is released (`maestro submit`
+    # adopts an interrupted submission that got this far instead of submitting it again)
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(ledger_path)), ".maestro", "queued"), "w") as mark:
+            mark.write(f"{int(time.time())}\n")
+    except OSError as exc:
+        raise Stop(f"cannot write .maestro/queued: {exc.strerror}") from None
 
     # everything is queued: release the roots (`flux job urgency`'s request, many in flight, no
     # process per root)

@@ -173,3 +173,4 @@ if ! wait "$SUBMITTER"; then
     fail "the submission stopped (reason above)"
 fi
 trap - INT TERM HUP
+echo "$(date +%s)" > "$STATE_DIR/released" || echo "submit.sh: warning: cannot write $STATE_DIR/released (the study is queued and released)" >&2
