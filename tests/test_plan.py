@@ -220,8 +220,11 @@ def test_render_is_pure(tmp_path):
     texts = []
     for name in ("first", "second-with-a-longer-name"):
         out = tmp_path / name
-        compile_study(Options(spec_path=spec, out_dir=out, max_array_size=1000), now=now)
-        files = {str(path.relative_to(out)): (path.read_text().replace(str(out), "<STUDY>"), path.stat().st_mode)
+        result = compile_study(Options(spec_path=spec, out_dir=out, max_array_size=1000), now=now)
+        identity = result.study.identity     # random per compile (the jobs' tag): an input, like the time
+        assert identity and identity in (out / "study.json").read_text()
+        files = {str(path.relative_to(out)): (path.read_text().replace(str(out), "<STUDY>").replace(identity, "<ID>"),
+                                              path.stat().st_mode)
                  for path in sorted(out.rglob("*")) if path.is_file()}
         texts.append(files)
     assert texts[0] == texts[1]
