@@ -90,16 +90,19 @@ def test_parallel_writing_gives_the_same_study_as_serial(tmp_path, monkeypatch):
     monkeypatch.setattr(emit, "MAX_WORKERS", 2)
     monkeypatch.setattr(emit, "_usable_cores", lambda: 2)
     when = __import__("datetime").datetime(2026, 1, 2, 3, 4, 5)
-    compile_study(Options(spec_path=spec, out_dir=tmp_path / "parallel", backend="slurm", max_array_size=5000), when)
-    monkeypatch.setattr(emit, "MAX_WORKERS", 1)
-    compile_study(Options(spec_path=spec, out_dir=tmp_path / "serial", backend="slurm", max_array_size=5000), when)
+    identities = {}
+    for name, workers in (("parallel", 2), ("serial", 1)):
+        monkeypatch.setattr(emit, "MAX_WORKERS", workers)
+        result = compile_study(Options(spec_path=spec, out_dir=tmp_path / name, backend="slurm", max_array_size=5000),
+                               when)
+        identities[tmp_path / name] = result.study.identity   # random per compile: the jobs' tag
 
     def tree(root: Path):
         files = {}
         for folder, _, names in os.walk(root):
             for name in names:
                 path = Path(folder) / name
-                text = path.read_text().replace(str(root), "STUDY")
+                text = path.read_text().replace(str(root), "STUDY").replace(identities[root], "ID")
                 files[str(path.relative_to(root))] = (text, os.access(path, os.X_OK))
         return files
     parallel, serial = tree(tmp_path / "parallel"), tree(tmp_path / "serial")
