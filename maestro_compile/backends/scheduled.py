@@ -178,7 +178,8 @@ class ScheduledBackend(Backend):
 
     def step_context(self, study: Study, node: Node) -> Dict[str, Any]:
         context = super().step_context(study, node)
-        self.user_directives(study, node)    # checks that no substituted value added a directive
+        # the header (node_directives -> resource_directives -> user_directives) also checks that no
+        # substituted value added a directive line
         body = split_user_directives(node.cmd, self.prefix)[1]
         context["cmd"] = self.expand_launcher(study, node, body, "cmd").rstrip("\n")
         if node.restart is not None and node.walltime:

@@ -283,10 +283,10 @@ def main(plan_path, ledger_path, epoch):
           f"root job(s)")
 
 
-def cancel(ids):
-    """`flux cancel ID...` with many requests in flight (the rollback, `maestro cancel`): the
-    command itself aborts in flux-core 0.88 when given thousands of ids. Jobs already inactive
-    are reported on stderr; exit status 1 when any id could not be cancelled."""
+def each_in_flight(ids, request, label):
+    """``request(handle, id)`` for every id, with many requests in flight (the commands themselves
+    abort in flux-core 0.88 when given thousands of ids). Refusals (e.g. jobs already inactive)
+    are reported on stderr; exit status 1 when any id was refused."""
     handle = flux.Flux()
     in_flight, refused = deque(), 0
 
@@ -297,10 +297,10 @@ def cancel(ids):
             future.get()
         except OSError as exc:
             refused += 1
-            print(f"flux-cancel: {job_id}: {exc.strerror or exc}", file=sys.stderr)
+            print(f"{label}: {job_id}: {exc.strerror or exc}", file=sys.stderr)
 
     for job_id in ids:
-        in_flight.append((job_id, flux.job.cancel_async(handle, int(job_id))))
+        in_flight.append((job_id, request(handle, int(job_id))))
         if len(in_flight) >= WINDOW // 2:
             answered()
     while in_flight:
@@ -308,22 +308,16 @@ def cancel(ids):
     return 1 if refused else 0
 
 
+def cancel(ids):
+    """`flux cancel ID...` (the rollback, `maestro cancel`)."""
+    return each_in_flight(ids, flux.job.cancel_async, "flux-cancel")
+
+
 def release(ids):
-    """`flux job urgency ID default` for many held jobs, requests in flight (`maestro submit`
-    adopting a submission that was interrupted after every job was queued)."""
-    handle = flux.Flux()
-    in_flight, refused = deque(), 0
-    for job_id in ids:
-        in_flight.append((job_id, handle.rpc("job-manager.urgency", {"id": int(job_id), "urgency": URGENCY_DEFAULT})))
-        if len(in_flight) >= WINDOW // 2 or job_id == ids[-1]:
-            while in_flight:
-                released_id, future = in_flight.popleft()
-                try:
-                    future.get()
-                except OSError as exc:
-                    refused += 1
-                    print(f"flux-release: {released_id}: {exc.strerror or exc}", file=sys.stderr)
-    return 1 if refused else 0
+    """`flux job urgency ID default` for many held jobs (`maestro submit` adopting a submission
+    that was interrupted after every job was queued)."""
+    return each_in_flight(ids, lambda handle, job_id: handle.rpc(
+        "job-manager.urgency", {"id": job_id, "urgency": URGENCY_DEFAULT}), "flux-release")
 
 
 if __name__ == "__main__":
