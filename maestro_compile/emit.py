@@ -48,21 +48,22 @@ def write_files(stage: Path, rendered: Rendered, copies: Mapping[str, Path],
 
     Node scripts are rendered and written by slices, in worker processes when the study is big
     (rendering is most of the CPU time and the workers share nothing but the stage directory);
-    ``progress(done, total)`` is told after each slice."""
+    meanwhile this process writes the rest. ``progress(done, total)`` is told after each slice."""
     total = rendered.node_count
     slices = [(start, min(start + SLICE, total)) for start in range(0, total, SLICE)]
-    done = 0
-    for written in _write_slices(str(stage), rendered, slices):
-        done += written
-        progress(done, total)
-    try:
-        _write_all(str(stage), rendered.study_files.items())
-        for relpath, source in copies.items():
-            shutil.copyfile(source, stage / relpath)
-        with open(stage / studydir.MANIFEST, "w", encoding="utf-8") as handle:
-            studydir.write_manifest(handle, rendered.manifest)
-    except OSError as exc:
-        raise CompileError(f"cannot write the study directory: {exc}") from None
+    with _node_scripts(str(stage), rendered, slices) as written_slices:
+        try:
+            _write_all(str(stage), rendered.study_files.items())
+            for relpath, source in copies.items():
+                shutil.copyfile(source, stage / relpath)
+            with open(stage / studydir.MANIFEST, "w", encoding="utf-8") as handle:
+                studydir.write_manifest(handle, rendered.manifest)
+        except OSError as exc:
+            raise CompileError(f"cannot write the study directory: {exc}") from None
+        done = 0
+        for written in written_slices:
+            done += written
+            progress(done, total)
 
 
 def worker_count() -> int:
@@ -73,17 +74,19 @@ def worker_count() -> int:
     return min(MAX_WORKERS, _usable_cores())
 
 
-def _write_slices(root: str, rendered: Rendered, slices: List[Tuple[int, int]]) -> Iterator[int]:
+@contextmanager
+def _node_scripts(root: str, rendered: Rendered, slices: List[Tuple[int, int]]) -> Iterator[Iterator[int]]:
+    """The node scripts' slices as they are written (how many nodes each): by worker processes,
+    which start at once, or in this process as the iterator is read."""
     workers = worker_count()
     if workers < 2 or rendered.node_count < PARALLEL_FROM or "fork" not in mp.get_all_start_methods():
-        for start, stop in slices:
-            yield _write_all(root, rendered.node_files(start, stop))
+        yield (_write_all(root, rendered.node_files(start, stop)) for start, stop in slices)
         return
     global _WORK
     _WORK = (root, rendered)  # fork: the workers inherit the study and the compiled templates
     try:
         with mp.get_context("fork").Pool(workers, initializer=_quiet_worker) as pool:
-            yield from pool.imap_unordered(_write_slice, slices)
+            yield pool.imap_unordered(_write_slice, slices)
     finally:
         _WORK = None
 
@@ -112,21 +115,40 @@ def _write_all(root: str, files: Iterable[Tuple[str, File]]) -> int:
     """Create each file (never replacing one); scripts get execute permission within the umask."""
     count = 0
     made = set()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     try:
         for relpath, file in files:
-            target = os.path.join(root, relpath)
-            parent = os.path.dirname(target)
+            target = f"{root}/{relpath}"
+            parent = target.rpartition("/")[0]
             if parent not in made:
-                os.makedirs(parent, exist_ok=True)
+                _make_directory(parent)
                 made.add(parent)
-            mode = 0o777 if file.executable else 0o666
-            descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            with open(descriptor, "w", encoding="utf-8", newline="\n") as handle:
-                handle.write(file.text)
+            descriptor = os.open(target, flags, 0o777 if file.executable else 0o666)
+            try:
+                _write_fully(descriptor, file.text.encode("utf-8"))
+            finally:
+                os.close(descriptor)
             count += 1
     except OSError as exc:
         raise CompileError(f"cannot write the study directory: {exc}") from None
     return count
+
+
+def _make_directory(path: str) -> None:
+    """The directory and its missing parents (a node's workspace is usually one new directory)."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(path, exist_ok=True)
+
+
+def _write_fully(descriptor: int, data: bytes) -> None:
+    written = os.write(descriptor, data)
+    while written < len(data):   # a short write: a signal, or a file system near full
+        data = data[written:]
+        written = os.write(descriptor, data)
 
 
 def publish(stage: Path, directory: Path) -> None:

@@ -18,14 +18,14 @@ from .model import Node, Spec
 
 def order(nodes: Sequence[Node]) -> Tuple[Node, ...]:
     """Parents before children, keeping the spec's order among independent nodes."""
+    position = {node.name: i for i, node in enumerate(nodes)}
+    if all(position.get(p, i) < i for i, node in enumerate(nodes) for p in node.depends):
+        return tuple(nodes)   # already in order (the usual case), so there is no cycle either
     sorter = TopologicalSorter({node.name: node.depends for node in nodes})
     try:
         sorter.prepare()
     except CycleError as exc:
         raise CompileError(f"the steps form a cycle: {' -> '.join(exc.args[1])}") from None
-    position = {node.name: i for i, node in enumerate(nodes)}
-    if all(position[p] < position[node.name] for node in nodes for p in node.depends):
-        return tuple(nodes)
     by_name = {node.name: node for node in nodes}
     ordered = []
     while sorter.is_active():
@@ -40,11 +40,13 @@ def check_unique_workspaces(spec: Spec, nodes: Sequence[Node]) -> None:
     owner: Dict[str, str] = {}
     problems = []
     for node in nodes:
-        if any(c in node.name for c in "\n\r\t"):
+        if "\n" in node.name or "\r" in node.name or "\t" in node.name:
             problems.append(f"{spec.path}: node {capped(node.name)!r} of step '{node.step}': a parameter label "
                             f"contains a newline or tab, which cannot be part of a node name")
             continue
-        longest = max(node.script.split("/"), key=lambda part: len(part.encode("utf-8")))
+        # no part of a path is longer than the whole path: most are not measured one by one
+        longest = node.script if len(node.script.encode("utf-8")) <= MAX_NAME_BYTES else \
+            max(node.script.split("/"), key=lambda part: len(part.encode("utf-8")))
         if len(longest.encode("utf-8")) > MAX_NAME_BYTES:
             problems.append(f"{spec.path}: node {capped(node.name)!r} of step '{node.step}': its workspace or script "
                             f"name {capped(longest)!r} is {len(longest.encode('utf-8'))} bytes, more than the "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import shlex
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 import jinja2
 
@@ -12,6 +12,7 @@ from . import studydir
 from .errors import InstallError
 from .expand import make_safe
 from .model import File, Node, Rendered, Study
+from .shapes import ShapeRenderer, Slot
 
 
 def templates_dir() -> Path:
@@ -23,9 +24,25 @@ def templates_dir() -> Path:
     raise InstallError(f"maestro_compile templates not found under {here}; reinstall the package")
 
 
-def _comment(value: Any) -> str:
+def _sh(value: Any) -> Any:
+    """A bash word: the value quoted when it needs it."""
+    if type(value) is Slot:
+        return value.then(_sh)
+    return shlex.quote(str(value))
+
+
+def _comment(value: Any) -> Any:
     """Text safe inside a '#' comment line: a newline would start a command."""
+    if type(value) is Slot:
+        return value.then(_comment)
     return " ".join(str(value).splitlines())
+
+
+def _finalize(value: Any) -> Any:
+    """What a {{ ... }} prints: a Slot prints as its hole; anything else is printed as it is."""
+    if type(value) is Slot:
+        return value.hole()
+    return value
 
 
 @lru_cache(maxsize=None)
@@ -37,21 +54,38 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         auto_reload=False,  # templates are package data: no stat() of the file per rendered node
+        finalize=_finalize,
         autoescape=False,
         # bash uses "{#" in ${#array[@]}: template comments are "{##" ... "##}" instead
         comment_start_string="{##",
         comment_end_string="##}",
     )
-    env.filters["sh"] = lambda value: shlex.quote(str(value))
+    env.filters["sh"] = _sh
     env.filters["comment"] = _comment
     return env
 
 
-def render_template(name: str, **context: Any) -> str:
+def template(name: str) -> jinja2.Template:
     try:
-        return environment().get_template(name).render(**context)
+        return environment().get_template(name)
     except jinja2.TemplateNotFound as exc:
         raise InstallError(f"template {exc.name} is missing; reinstall maestro_compile") from None
+
+
+def render_template(name: str, **context: Any) -> str:
+    return template(name).render(**context)
+
+
+@lru_cache(maxsize=None)
+def _shape_renderer(name: str, per_node: FrozenSet[str]) -> ShapeRenderer:
+    compiled = template(name)
+    return ShapeRenderer(lambda context: compiled.render(**context), per_node)
+
+
+def render_node_template(name: str, context: Dict[str, Any], per_node: FrozenSet[str]) -> str:
+    """A node script: the same text as render_template(name, **context), rendered by shape
+    (shapes.py): ``per_node`` names the values that differ from node to node."""
+    return _shape_renderer(name, per_node).render(context)
 
 
 def log_base(node: Node) -> str:
@@ -87,7 +121,7 @@ def render(study: Study, backend, plan, created: str) -> Rendered:
     """The study-level files and manifest now, the node scripts when asked for (by slices of
     nodes, so that the emit pass can write them one at a time or from several processes).
     Pure: the same study, plan and time give the same files on any machine."""
-    environment().get_template(f"{backend.name}/step.sh.j2")  # compiled once, before any worker starts
+    template(f"{backend.name}/step.sh.j2")  # compiled once, before any worker starts
     study_files, extra = backend.render_study(study, plan)
 
     def node_files(start: int, stop: int) -> Iterator[Tuple[str, File]]:

@@ -13,7 +13,7 @@ from ..errors import CompileError
 from ..expand import count
 from ..model import File, Node, Study
 from ..plan import Capabilities, Plan
-from ..render import log_base, render_template
+from ..render import log_base, render_node_template
 from ..runner import Command
 from ..states import LedgerEntry, Markers, Runtime, Verdict
 from ..studydir import MARKER_SUFFIX, StudyDir
@@ -73,24 +73,38 @@ class Backend(abc.ABC):
     # --- compile time (pure) ---
     def step_context(self, study: Study, node: Node) -> Dict[str, Any]:
         """Values for templates/<name>/step.sh.j2; backends add their directives."""
-        base = log_base(node)
+        shell, directory, retries, rlimit = self._study_values(study)
         return {
-            "shell": study.spec.batch.get("shell", "/bin/bash"),
+            "shell": shell,
             "study_name": study.spec.name,
             "node": node,
-            "workspace": os.path.join(str(study.directory), node.workspace),
+            "workspace": directory + node.workspace,
             "script_name": "./" + node.script.rsplit("/", 1)[-1],
-            "status_file": os.path.join(str(study.directory), base + MARKER_SUFFIX),
+            "status_file": directory + log_base(node) + MARKER_SUFFIX,
             "cmd": self.expand_launcher(study, node, node.cmd, "cmd").rstrip("\n"),
             "restart": None,
-            "retries": int(study.options.get("retries") or 0),
-            "rlimit": int(study.options.get("rlimit", 1)),
+            "retries": retries,
+            "rlimit": rlimit,
             "prefix": "",
             "directives": [],
         }
 
+    def _study_values(self, study: Study) -> Tuple[Any, str, int, int]:
+        """What every node's context takes from the study (read once per study, not per node):
+        the shell, the study directory with a trailing separator (workspaces are relative), the
+        retries and the restart limit."""
+        memo = self.__dict__.get("_study_memo")
+        if memo is None or memo[0] is not study:
+            memo = self.__dict__["_study_memo"] = (study, (
+                study.spec.batch.get("shell", "/bin/bash"), os.path.join(str(study.directory), ""),
+                int(study.options.get("retries") or 0), int(study.options.get("rlimit", 1))))
+        return memo[1]
+
+    # the values of step_context that differ from node to node (the rest is shared by a step's nodes)
+    per_node_values = frozenset({"node", "workspace", "script_name", "status_file", "cmd", "restart", "directives"})
+
     def render_step(self, study: Study, node: Node) -> str:
-        return render_template(f"{self.name}/step.sh.j2", **self.step_context(study, node))
+        return render_node_template(f"{self.name}/step.sh.j2", self.step_context(study, node), self.per_node_values)
 
     def expand_launcher(self, study: Study, node: Node, text: str, key: str = "cmd") -> str:
         """Replace every $(LAUNCHER) and $(LAUNCHER)[...] in the step's run.``key`` text.
