@@ -118,6 +118,7 @@ def check_study(options: Options) -> Study:
     study = build_study(options)
     backend = get_backend(study.backend)
     rendered = render.render(study, backend, plan_study(study, backend), "")
+    rendered.study_level()
     for _ in rendered.node_files(0, rendered.node_count):
         pass  # rendered and dropped: rendering finds the errors the templates' inputs can have
     return study

@@ -52,12 +52,13 @@ def write_files(stage: Path, rendered: Rendered, copies: Mapping[str, Path],
     total = rendered.node_count
     slices = [(start, min(start + SLICE, total)) for start in range(0, total, SLICE)]
     with _node_scripts(str(stage), rendered, slices) as written_slices:
+        study_files, manifest = rendered.study_level()
         try:
-            _write_all(str(stage), rendered.study_files.items())
+            _write_all(str(stage), study_files.items())
             for relpath, source in copies.items():
                 shutil.copyfile(source, stage / relpath)
             with open(stage / studydir.MANIFEST, "w", encoding="utf-8") as handle:
-                studydir.write_manifest(handle, rendered.manifest)
+                studydir.write_manifest(handle, manifest)
         except OSError as exc:
             raise CompileError(f"cannot write the study directory: {exc}") from None
         done = 0

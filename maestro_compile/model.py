@@ -111,13 +111,15 @@ class File:
 
 @dataclass(frozen=True)
 class Rendered:
-    """What the render pass produces: node scripts on demand (never all in memory at once),
-    the study-level files, and study.json's content."""
+    """What the render pass produces, on demand: node scripts (never all in memory at once), and
+    the study-level files with study.json's content (rendered by the emit pass while worker
+    processes write the node scripts)."""
 
     node_count: int
     node_files: Callable[[int, int], Iterator[Tuple[str, File]]]  # (relpath, file) of nodes [start, stop)
-    study_files: Mapping[str, File]     # relpath -> file (submit.sh, array scripts)
-    manifest: Dict[str, Any]   # study.json; its "nodes" is a callable yielding (name, entry) pairs
+    # () -> (relpath -> file: submit.sh, array scripts; study.json, whose "nodes" is a callable
+    # yielding (name, entry) pairs)
+    study_level: Callable[[], Tuple[Mapping[str, File], Dict[str, Any]]]
 
 
 @dataclass

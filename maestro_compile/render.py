@@ -118,17 +118,19 @@ def node_entry(node: Node) -> Dict[str, Any]:
 
 
 def render(study: Study, backend, plan, created: str) -> Rendered:
-    """The study-level files and manifest now, the node scripts when asked for (by slices of
-    nodes, so that the emit pass can write them one at a time or from several processes).
+    """The node scripts (by slices of nodes, so that the emit pass can write them one at a time
+    or from several processes) and the study-level files and manifest, when asked for.
     Pure: the same study, plan and time give the same files on any machine."""
     template(f"{backend.name}/step.sh.j2")  # compiled once, before any worker starts
-    study_files, extra = backend.render_study(study, plan)
 
     def node_files(start: int, stop: int) -> Iterator[Tuple[str, File]]:
         for node in study.nodes[start:stop]:
             yield node.script, File(backend.render_step(study, node), executable=True)
-    return Rendered(node_count=len(study.nodes), node_files=node_files, study_files=study_files,
-                    manifest=manifest(study, created, extra))
+
+    def study_level() -> Tuple[Dict[str, File], Dict[str, Any]]:
+        study_files, extra = backend.render_study(study, plan)
+        return study_files, manifest(study, created, extra)
+    return Rendered(node_count=len(study.nodes), node_files=node_files, study_level=study_level)
 
 
 def node_indices(study: Study) -> List[Dict[str, Any]]:

@@ -413,6 +413,51 @@ def test_cancel_stops_the_running_step_and_starts_nothing_else(studies):
     assert "cancelled" in (study / ".maestro" / "runner.done").read_text()
 
 
+@pytest.mark.skipif(not HAVE_PROC, reason="needs /proc to find the step processes")
+def test_a_runner_without_its_own_process_group_stops_every_process_of_its_steps_on_term(studies):
+    """submit.sh --foreground started by another program shares that program's process group, so
+    the runner cannot signal a group of its own: it stops its launcher and everything under it."""
+    spec = studies.spec("cancel_foreground", """
+        study:
+          - name: long
+            description: runs until cancelled
+            run:
+              cmd: |
+                echo $$ > script.pid
+                sleep 60 &
+                echo $! > sleep.pid
+                wait
+          - name: after
+            description: depends on long
+            run:
+              cmd: touch ran
+              depends: [long]
+        """)
+    study = studies.out()
+    ok(maestro("compile", spec, "-o", study))
+    runner = subprocess.Popen(["bash", str(study / "submit.sh"), "--foreground", "--jobs", "1"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        long_ws = study / "long"
+        wait_until(lambda: (long_ws / "sleep.pid").exists() and (long_ws / "sleep.pid").read_text().strip(),
+                   "the long step to start its sleep")
+        assert os.getpgid(runner.pid) != runner.pid   # the case under test: no group of its own
+        step_pids = [int((long_ws / name).read_text()) for name in ("script.pid", "sleep.pid")]
+        runner.send_signal(signal.SIGTERM)
+        out, _ = runner.communicate(timeout=DEADLINE)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.communicate()
+    assert runner.returncode == 143, out
+    wait_until(lambda: not any(alive(pid) for pid in step_pids), "the step's processes to exit", timeout=5)
+    nodes = status(study)
+    assert ("SIGNAL", "TERM") in markers(study, nodes["long"])
+    assert [key for key, _ in markers(study, nodes["after"])] == ["CANCELLED"]
+    assert not (study / "after" / "ran").exists()
+    assert "cancelled" in (study / ".maestro" / "runner.done").read_text()
+
+
 def test_a_study_is_submitted_only_once(studies):
     spec = studies.spec("twice", f"""
         study:

@@ -145,28 +145,56 @@ mark() {  # mark NODE_INDEX KEY VALUE: append a marker on the node's behalf
     printf '%s=%s\n' "$2" "$3" >> "$STUDY_DIR/${LOGS[$1]}.status"
 }
 
+# --- the launcher: a bash process of its own that starts the steps and reports their ends ---
+# The runner holds the whole plan (megabytes for a big study), and a fork copies the forking
+# process's memory map: the small launcher forks for the steps instead. It reads requests on fd 3,
+# one per line, "INDEX<TAB>NODE<TAB>WORKSPACE<TAB>SCRIPT<TAB>LOG" (paths relative to the study),
+# starts each step under a subshell that writes "INDEX EXIT_CODE" to the runner when the step ends,
+# and appends the step's line to the ledger.
+launch_steps() {
+    local study=$1 ledger=$2 i node workspace script log
+    cd "$study" || exit 1
+    while IFS=$'\t' read -r -u 3 i node workspace script log; do
+        {
+            ( cd "$workspace" && exec "$study/$script" >"$study/$log.out" 2>"$study/$log.err" )
+            echo "$i $?"
+        } 3<&- &
+        printf '%(%s)T\t%s\t%s\n' -1 "$node" "$!" >> "$ledger"
+        disown "$!"   # bash would keep every ended step in its job table, and search it at each end
+    done
+}
+
+start_launcher() {
+    exec 4<&0   # the runner's stdin, which the steps get
+    coproc LAUNCHER {
+        exec bash -c "$(declare -f launch_steps); launch_steps \"\$@\"" launcher "$STUDY_DIR" "$LEDGER" 3<&0 0<&4 4<&-
+    }
+    exec 4<&-
+    TO_LAUNCHER=${LAUNCHER[1]} FROM_LAUNCHER=${LAUNCHER[0]}
+}
+
 start_node() {
     local i=$1
-    {
-        ( cd "$STUDY_DIR/${WORKSPACES[i]}" &&
-          exec "$STUDY_DIR/${SCRIPTS[i]}" >"$STUDY_DIR/${LOGS[i]}.out" 2>"$STUDY_DIR/${LOGS[i]}.err" 3>&- )
-        echo "$i $?" >&3
-    } &
-    PID[i]=$!
-    STATE[i]=R
+    printf '%s\t%s\t%s\t%s\t%s\n' "$i" "${NODES[i]}" "${WORKSPACES[i]}" "${SCRIPTS[i]}" "${LOGS[i]}" >&"$TO_LAUNCHER"
+    STATE[$i]=R
     (( running += 1 ))
-    printf '%s\t%s\t%s\n' "$(date +%s)" "${NODES[i]}" "$!" >> "$LEDGER"
+}
+
+# wait_next: the index of the next step to end and its exit code, in ENDED and RC
+wait_next() {
+    read -r -u "$FROM_LAUNCHER" ENDED RC
 }
 
 skip_descendants() {  # a failed node: none of its descendants may run
-    local failed=$1 queue=(${CHILDREN[$1]}) head=0 c
+    local failed=$1 queue=(${CHILDREN[$1]}) head=0 c now
     while (( head < ${#queue[@]} )); do
         c=${queue[head]}
         (( head += 1 ))
-        [[ ${STATE[c]} == W ]] || continue
-        STATE[c]=S
+        [[ ${STATE[$c]} == W ]] || continue
+        STATE[$c]=S
         (( remaining -= 1 ))
-        mark "$c" SKIPPED "$(date +%s)"
+        printf -v now '%(%s)T' -1
+        mark "$c" SKIPPED "$now"
         mark "$c" REASON "ancestor ${NODES[failed]} failed"
         queue+=(${CHILDREN[c]})
     done
@@ -176,30 +204,41 @@ finish_node() {
     local i=$1 rc=$2 c
     (( running -= 1, remaining -= 1 ))
     if (( rc == 0 )); then
-        STATE[i]=D
+        STATE[$i]=D
         for c in ${CHILDREN[i]}; do
-            [[ ${STATE[c]} == W ]] || continue
-            (( WAITING_ON[c] -= 1 ))
-            (( WAITING_ON[c] == 0 )) && READY+=("$c")
+            [[ ${STATE[$c]} == W ]] || continue
+            (( WAITING_ON[$c] -= 1 ))
+            (( WAITING_ON[$c] == 0 )) && READY+=("$c")
         done
     else
-        STATE[i]=F
+        STATE[$i]=F
         skip_descendants "$i"
     fi
 }
 
+stop_tree() {  # stop_tree PID: TERM the process and everything under it (its children first
+              # listed: once it ends they are no longer its children)
+    local children child
+    children=$(pgrep -P "$1")
+    kill -TERM "$1" 2>/dev/null
+    for child in $children; do
+        stop_tree "$child"
+    done
+}
+
 cancel() {  # TERM/INT/HUP: stop the running steps, do not start the others
     trap '' TERM INT HUP
-    echo "$(date +%s)" > "$STATE_DIR/cancelled"
-    local i
+    local i now
+    printf -v now '%(%s)T' -1
+    echo "$now" > "$STATE_DIR/cancelled"
     for i in "${!STATE[@]}"; do
-        [[ ${STATE[i]} == W ]] && mark "$i" CANCELLED "$(date +%s)"
+        [[ ${STATE[$i]} == W ]] && mark "$i" CANCELLED "$now"
     done
     # our own process group holds every step we started (setsid made us its leader)
     if [[ $(ps -o pgid= $$ 2>/dev/null | tr -d ' ') == "$$" ]]; then
         kill -TERM -- -$$ 2>/dev/null
-    else
-        for i in "${!PID[@]}"; do pkill -TERM -P "${PID[i]}" 2>/dev/null; kill -TERM "${PID[i]}" 2>/dev/null; done
+    elif [[ -n ${LAUNCHER_PID:-} ]]; then
+        stop_tree "$LAUNCHER_PID"   # the launcher, each step's subshell, the step and what it runs
     fi
     wait
     echo "$(date +%s) cancelled" > "$STATE_DIR/runner.done"
@@ -215,45 +254,50 @@ run_dag() {
         [[ $LOCKED == 1 ]] || take_lock
     fi
     echo $$ > "$STATE_DIR/runner.pid"
-    local n=${#NODES[@]} i p idx rc head=0 fifo="$STATE_DIR/runner.fifo"
-    STATE=() WAITING_ON=() PID=() READY=() SELECTED=()
+    local n=${#NODES[@]} i p head=0
+    # per node, by index; hashed, as a step's children are far from it in the arrays (bash walks
+    # an indexed array from its last used element)
+    declare -gA STATE=() WAITING_ON=()
+    READY=() SELECTED=()
     [[ -z $NODES_FILE ]] || select_nodes "$NODES_FILE" || exit 1
     running=0 remaining=0
     for (( i = 0; i < n; i++ )); do
         if [[ -n $NODES_FILE && -z ${SELECTED[i]:-} ]]; then
-            STATE[i]=D   # not run again: done, as far as its children are concerned
+            STATE[$i]=D   # not run again: done, as far as its children are concerned
             continue
         fi
-        WAITING_ON[i]=0
+        WAITING_ON[$i]=0
         for p in ${PARENTS[i]}; do
-            [[ ${STATE[p]} == D ]] || (( WAITING_ON[i] += 1 ))
+            [[ ${STATE[$p]} == D ]] || (( WAITING_ON[$i] += 1 ))
         done
-        STATE[i]=W
+        STATE[$i]=W
         (( remaining += 1 ))
-        (( WAITING_ON[i] == 0 )) && READY+=("$i")
+        (( WAITING_ON[$i] == 0 )) && READY+=("$i")
     done
     echo "$(date '+%F %T') runner $$ starts $remaining step(s), up to $JOBS at a time"
-    rm -f "$fifo" && mkfifo "$fifo" && exec 3<>"$fifo" || exit 1
     trap cancel TERM INT HUP
+    start_launcher
     while (( remaining > 0 )); do
         while (( running < JOBS && head < ${#READY[@]} )); do
             start_node "${READY[head]}"
             (( head += 1 ))
         done
         (( running > 0 )) || break
-        # finished steps report "index exit_code" through the fifo
-        read -r -u 3 idx rc || continue
-        finish_node "$idx" "$rc"
+        if ! wait_next; then
+            echo "$(date '+%F %T') runner $$: its launcher stopped; the steps not started yet will not run"
+            break
+        fi
+        finish_node "$ENDED" "$RC"
     done
+    exec {TO_LAUNCHER}>&-   # the launcher's end of input: it exits
     wait
     local failed=0 skipped=0
     for i in "${!STATE[@]}"; do
-        [[ ${STATE[i]} == F ]] && (( failed += 1 ))
-        [[ ${STATE[i]} == S ]] && (( skipped += 1 ))
+        [[ ${STATE[$i]} == F ]] && (( failed += 1 ))
+        [[ ${STATE[$i]} == S ]] && (( skipped += 1 ))
     done
     echo "$(date '+%F %T') study finished: $failed failed, $skipped not run because an ancestor failed"
     echo "$(date +%s) finished $failed $skipped" > "$STATE_DIR/runner.done"
-    rm -f "$fifo"
     (( failed == 0 ))
 }
 

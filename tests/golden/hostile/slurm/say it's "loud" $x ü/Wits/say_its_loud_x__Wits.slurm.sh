@@ -8,16 +8,17 @@
 # Submit it by hand with:  sbatch -D '@STUDY@/say it'"'"'s "loud" $x ü/Wits' ./say_its_loud_x__Wits.slurm.sh
 
 # --- status markers for `maestro status` (KEY=VALUE lines); not part of the step's command ---
+# (times in epoch seconds: bash 5's $EPOCHSECONDS, else `date +%s`)
 MAESTRO_STATUS_FILE='@STUDY@/say it'"'"'s "loud" $x ü/Wits/say_its_loud_x__Wits.status'
 _mc_mark() { printf '%s=%s\n' "$1" "$2" >> "$MAESTRO_STATUS_FILE"; }
 _mc_finish() {
     local rc=$?
     trap - EXIT
-    _mc_mark END "$(date +%s)"
+    _mc_mark END "${EPOCHSECONDS:-$(date +%s)}"
     _mc_mark EXIT_CODE "$rc"
     exit "$rc"
 }
-_mc_mark START "$(date +%s)"
+_mc_mark START "${EPOCHSECONDS:-$(date +%s)}"
 _mc_mark HOST "${HOSTNAME:-unknown}"
 _mc_mark JOB_ID "$([ -n "${SLURM_ARRAY_JOB_ID:-}" ] && echo "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}" || echo "${SLURM_JOB_ID:-$$}")"
 trap _mc_finish EXIT
