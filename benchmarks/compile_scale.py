@@ -91,12 +91,24 @@ def ensure_maestrowf(venv: Path) -> Path:
     return program
 
 
-def measure(argv: List[str], cwd: Path) -> Tuple[float, float]:
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def checkout_environment() -> Dict[str, str]:
+    """This checkout first on the path, its bytecode compiled beforehand (as an installed package
+    has it: with PYTHONDONTWRITEBYTECODE set, every run would compile the sources again)."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(CHECKOUT / "maestro_compile")], check=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), env.get("PYTHONPATH")]))
+    return env
+
+
+def measure(argv: List[str], cwd: Path, env: Optional[Dict[str, str]] = None) -> Tuple[float, float]:
     """(wall seconds, peak RSS in MB) of one child process; exits on failure."""
     os.sync()
     with tempfile.TemporaryFile() as log:   # a file, not a pipe: maestrowf logs a lot to stderr
         start = time.perf_counter()
-        child = subprocess.Popen(argv, cwd=str(cwd), stdout=log, stderr=log)
+        child = subprocess.Popen(argv, cwd=str(cwd), stdout=log, stderr=log, env=env)
         _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - start
         child.returncode = os.waitstatus_to_exitcode(status)
@@ -138,6 +150,7 @@ def bench_size(points: int, rounds: int, work: Path, maestrowf: Optional[Path]) 
         programs["maestrowf"] = lambda out: [str(maestrowf), "run", "--dry", "-fg", "-y", "-o", str(out), str(spec)]
     results: Dict[str, List[Tuple[float, float]]] = {name: [] for name in programs}
     files = 0
+    env = checkout_environment()
     for round_no in range(rounds):
         names = list(programs)
         if round_no == 0:   # the floor needs maestro_compile's tree first
@@ -148,7 +161,7 @@ def bench_size(points: int, rounds: int, work: Path, maestrowf: Optional[Path]) 
             names = names[shift:] + names[:shift]
         for name in names:
             out = work / f"out_{name}_{points}"
-            results[name].append(measure(programs[name](out), work))
+            results[name].append(measure(programs[name](out), work, env))
             if name == "maestro_compile" and round_no == 0:   # (first in round 1, see above)
                 files = listing_of(out, listing)
             shutil.rmtree(out)

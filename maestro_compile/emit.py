@@ -1,6 +1,7 @@
 """Pass 6: write the rendered study directory atomically (staging directory, then rename)."""
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import shutil
@@ -85,11 +86,15 @@ def _node_scripts(root: str, rendered: Rendered, slices: List[Tuple[int, int]]) 
         return
     global _WORK
     _WORK = (root, rendered)  # fork: the workers inherit the study and the compiled templates
+    # The study's objects are all alive until the end: the garbage collector need not walk them
+    # again, and a walk in a worker would write to (so copy) every page it shares with us.
+    gc.freeze()
     try:
         with mp.get_context("fork").Pool(workers, initializer=_quiet_worker) as pool:
             yield pool.imap_unordered(_write_slice, slices)
     finally:
         _WORK = None
+        gc.unfreeze()
 
 
 _WORK: Optional[Tuple[str, Rendered]] = None

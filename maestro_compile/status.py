@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
-from tabulate import tabulate
-
 from .states import TERMINAL, Runtime, State
 from .studydir import StudyDir
 
@@ -152,6 +150,7 @@ def _simple_table(data: List[List[str]], headers: List[str]) -> str:
     """tabulate's "simple" layout. Big all-ASCII tables get the same text from one pass over the
     column widths (tests compare the two), so status on a 30,000-node study stays quick."""
     if len(data) < FAST_TABLE_FROM or not all("".join(line).isascii() for line in data):
+        from tabulate import tabulate   # here: importing it costs every command (compile too) 35 ms
         return tabulate(data, headers=headers, tablefmt="simple", disable_numparse=True)
     data = [[cell.strip() for cell in line] for line in data]   # as tabulate does (not the headers)
     widths = [len(header) + 2 for header in headers]   # tabulate's minimum padding of a header
