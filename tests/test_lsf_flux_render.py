@@ -219,7 +219,7 @@ def test_flux_priority_becomes_the_urgency_a_root_is_released_to(tmp_path, prior
     assert job["release"] == release     # None: stays held
 
 
-def _funnel_plan(tmp_path, points, max_dependencies):
+def _funnel_plan(tmp_path, points, max_dependencies, priority="medium"):
     study = _study(tmp_path, f"""\
         description: {{name: s, description: d}}
         batch: {{type: flux, queue: pdebug, max_dependencies: {max_dependencies}}}
@@ -229,7 +229,7 @@ def _funnel_plan(tmp_path, points, max_dependencies):
             run: {{cmd: echo $(X)}}
           - name: z
             description: the funnel
-            run: {{cmd: echo, depends: [a_*]}}
+            run: {{cmd: echo, depends: [a_*], priority: {priority}}}
         global.parameters:
           X: {{values: {list(range(points))}, label: X.%%}}
         """, "flux")
@@ -259,6 +259,14 @@ def test_a_job_never_gets_more_dependencies_than_max_dependencies(tmp_path, poin
     for job in gathers:
         assert job["flux"][-1] == "true" and "--queue=pdebug" in job["flux"]
         assert job["flux"][-2].endswith("/.maestro") and job["release"] is None
+
+
+@pytest.mark.parametrize("priority,urgency", [("held", None), ("high", 24), ("medium", 16)])
+def test_gather_jobs_take_the_urgency_of_their_job_but_are_never_held(tmp_path, priority, urgency):
+    plan = _funnel_plan(tmp_path, 6, 3, priority)
+    gathers = [job for job in plan if job.get("gather")]
+    assert len(gathers) == 2 and {job["urgency"] for job in gathers} == {urgency}
+    assert plan[-1]["urgency"] == (0 if priority == "held" else urgency)
 
 
 @pytest.mark.parametrize("value", ["many", 1, True, -3])

@@ -354,6 +354,8 @@ def with_gather_jobs(entries: List[Dict[str, Any]], limit: int, command: List[st
     result = []
     for entry in entries:
         after, level = entry["after"], 0
+        # the job's own urgency, but never held: a held job is released by the user, its gathers not
+        urgency = entry["urgency"] or None
         while len(after) > limit:
             level += 1
             groups = [after[i:i + limit] for i in range(0, len(after), limit)]
@@ -362,7 +364,7 @@ def with_gather_jobs(entries: List[Dict[str, Any]], limit: int, command: List[st
                 name = f"gather{level}.{index}.{entry['node']}"
                 words = [command[0], f"--job-name={name}", *command[1:]]
                 gathers.append({"job": next(numbers), "node": name, "gather": entry["node"], "flux": words, "after": group,
-                                "urgency": entry["urgency"], "release": None})
+                                "urgency": urgency, "release": None})
             result += gathers
             after = [gather["job"] for gather in gathers]
         result.append(dict(entry, after=after) if level else entry)
