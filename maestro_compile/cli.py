@@ -13,7 +13,7 @@ from typing import List, Optional
 from . import __version__
 from . import commands as maestrowf
 from .backends import BACKENDS, get_backend
-from .compile import Options, check_study, compile_study
+from .pipeline import Options, check_study, compile_study
 from .errors import EXIT_USAGE, MaestroCompileError, SpecError
 from .expand import FLAT_LIMIT, LAYOUTS, SHARD_SIZE
 from .graph import draw as draw_graph, target_positional as graph_positional
