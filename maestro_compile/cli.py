@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"with --summary: list at most N nodes that did not finish per step (default {SUMMARY_LIMIT})")
     p.add_argument("--step", action="append", default=[], metavar="NAME",
                    help="only the nodes of this step (repeatable)")
-    p.add_argument("--state", action="append", default=[], type=_state, metavar="STATE",
+    p.add_argument("--state", action="append", default=[], type=_state, choices=list(State), metavar="STATE",
                    help="only the nodes in this state, in any case (repeatable): " + ", ".join(State))
     p.add_argument("--watch", nargs="?", const=WATCH_DEFAULT, type=_watch_interval, metavar="SECONDS",
                    help=f"show the status again every SECONDS (default {WATCH_DEFAULT:g}, at least "
