@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path, PurePath
-from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from .errors import CompileError, MaestroCompileError, Problem, SpecError, StudyDirError, UsageError, \
     WaitTimeoutError
+from .expand import LAYOUTS
 from .load import DICT_LABEL, TEXT_LABEL, RawSpec, load_data, load_text
 from .pipeline import Options, check_study, compile_study
 from .states import State
@@ -27,10 +28,9 @@ from .studydir import StudyDir
 SpecSource = Union[str, PurePath, Mapping[str, Any]]
 Filter = Union[None, str, Iterable[str]]
 MIN_POLL = 0.05     # seconds: Study.wait() never polls faster (each poll may query the scheduler)
-LAYOUTS = ("auto", "flat", "sharded")
 
 
-class Problems(List[Problem]):
+class Problems(list):
     """What validate() returns: the problems (empty when the spec is valid), plus the warnings and,
     for a valid spec, what it compiles to."""
 
@@ -48,15 +48,13 @@ def validate(spec: SpecSource, *, backend: Optional[str] = None, pgen: Union[str
     """Every check `compile` makes (the node scripts are rendered in memory), writing nothing.
     Problems of the spec (and of the pgen file and its arguments) are returned, never raised; a
     bad option value is a UsageError."""
-    options = make_options(spec, None, backend=backend, pgen=pgen, pargs=pargs, hashws=hashws,
-                           cartesian=cartesian, strict=strict, throttle=throttle, retries=retries, rlimit=rlimit,
-                           max_array_size=max_array_size, workspace_layout=workspace_layout, read_errors=False)
-    if isinstance(options, Problems):
-        return options
     try:
-        study = check_study(options)
+        study = check_study(make_options(spec, None, backend=backend, pgen=pgen, pargs=pargs, hashws=hashws,
+                                         cartesian=cartesian, strict=strict, throttle=throttle, retries=retries,
+                                         rlimit=rlimit, max_array_size=max_array_size,
+                                         workspace_layout=workspace_layout))
     except (SpecError, CompileError) as exc:
-        return Problems(_problems(exc, _source(options)))
+        return Problems(_problems(exc, _label(spec)))
     return Problems(warnings=study.warnings, backend=study.backend, step_count=len(study.used_parameters),
                     node_count=len(study.nodes))
 
@@ -77,10 +75,10 @@ def compile(spec: SpecSource, out_dir: Union[str, PurePath, None] = None, *,  # 
     try:
         result = compile_study(options, progress=progress or (lambda done, total: None))
     except SpecError as exc:
-        raise SpecError(_problems(exc, _source(options))) from None
+        raise SpecError(_problems(exc, _label(spec))) from None
     return Study(result.directory, warnings=result.warnings,
-                 facts=(result.study.spec.name, result.study.backend, tuple(result.study.used_parameters),
-                        len(result.study.nodes)))
+                 facts=Facts(result.study.spec.name, result.study.backend, tuple(result.study.used_parameters),
+                             len(result.study.nodes)))
 
 
 def open(directory: Union[str, PurePath]) -> "Study":  # noqa: A001 - mc.open(dir), as the issue asks
@@ -88,10 +86,12 @@ def open(directory: Union[str, PurePath]) -> "Study":  # noqa: A001 - mc.open(di
     return Study(directory)
 
 
-def make_options(spec: SpecSource, out_dir, *, backend, pgen, pargs, hashws, cartesian, strict, throttle, retries,
-                 rlimit, max_array_size, workspace_layout, read_errors: bool = True) -> Union[Options, Problems]:
-    """The pipeline's Options for the API's arguments (the CLI's options, by the same names).
-    With ``read_errors=False`` a spec that cannot be read is returned as Problems."""
+def make_options(spec: SpecSource, out_dir: Union[str, PurePath, None], *, backend: Optional[str],
+                 pgen: Union[str, PurePath, None], pargs: Union[Mapping[str, Any], Sequence[str], None],
+                 hashws: bool, cartesian: bool, strict: bool, throttle: int, retries: int, rlimit: int,
+                 max_array_size: int, workspace_layout: str) -> Options:
+    """The pipeline's Options for the API's arguments (the CLI's options, by the same names); an
+    in-memory spec is read now (SpecError with Problems)."""
     for name, value in (("throttle", throttle), ("retries", retries), ("rlimit", rlimit),
                         ("max_array_size", max_array_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -101,9 +101,7 @@ def make_options(spec: SpecSource, out_dir, *, backend, pgen, pargs, hashws, car
     try:
         raw = _read(spec)
     except SpecError as exc:
-        if read_errors:
-            raise SpecError(_problems(exc, _label(spec))) from None
-        return Problems(_problems(exc, _label(spec)))
+        raise SpecError(_problems(exc, _label(spec))) from None
     return Options(spec_path=None if raw else Path(spec), out_dir=Path(out_dir) if out_dir is not None else None,
                    backend=backend, pgen=Path(pgen) if pgen is not None else None, pargs=_pargs(pargs),
                    hashws=hashws, cartesian=cartesian, strict=strict, throttle=throttle, retries=retries,
@@ -130,10 +128,6 @@ def _label(spec: SpecSource) -> str:
     return str(PurePath(spec)) if isinstance(spec, (str, PurePath)) else repr(spec)
 
 
-def _source(options: Options) -> str:
-    return str(options.raw_spec.path if options.raw_spec else options.spec_path)
-
-
 def _problems(error: MaestroCompileError, source: str) -> List[Problem]:
     texts = error.problems if isinstance(error, SpecError) else [str(error)]
     return [Problem.parse(text, source) for text in texts]
@@ -150,6 +144,15 @@ def _pargs(pargs: Union[Mapping[str, Any], Sequence[str], None]) -> List[str]:
     return [str(item) for item in pargs]
 
 
+class Facts(NamedTuple):
+    """What compile knows of the study it wrote, so that study.json need not be read back."""
+
+    name: str
+    backend: str
+    steps: Tuple[str, ...]
+    node_count: int
+
+
 class Study:
     """A compiled study directory: submit it, read its status, wait for it, cancel or resubmit it.
 
@@ -157,9 +160,8 @@ class Study:
     so a Study opened in another process, or later, sees the same thing."""
 
     def __init__(self, directory: Union[str, PurePath], warnings: Sequence[str] = (),
-                 facts: Optional[Tuple[str, str, Tuple[str, ...], int]] = None):
-        """Use mc.open(directory) or mc.compile(...). ``facts`` (name, backend, steps, node count)
-        spare reading study.json back right after compiling it."""
+                 facts: Optional[Facts] = None):
+        """Use mc.open(directory) or mc.compile(...)."""
         self._dir = StudyDir(Path(directory)) if facts else StudyDir.open(Path(directory))
         self.warnings: List[str] = list(warnings)   # the compile's warnings (none for mc.open)
         self._facts = facts
@@ -171,20 +173,20 @@ class Study:
 
     @property
     def name(self) -> str:
-        return self._facts[0] if self._facts else self._dir.manifest.name
+        return self._facts.name if self._facts else self._dir.manifest.name
 
     @property
     def backend(self) -> str:
-        return self._facts[1] if self._facts else self._dir.manifest.backend
+        return self._facts.backend if self._facts else self._dir.manifest.backend
 
     @property
     def steps(self) -> Tuple[str, ...]:
         """The step names, parents before children."""
-        return self._facts[2] if self._facts else tuple(self._dir.manifest.steps)
+        return self._facts.steps if self._facts else tuple(self._dir.manifest.steps)
 
     @property
     def node_count(self) -> int:
-        return self._facts[3] if self._facts else len(self._dir.manifest.nodes)
+        return self._facts.node_count if self._facts else len(self._dir.manifest.nodes)
 
     def __repr__(self) -> str:
         return f"Study({str(self.path)!r}, backend={self.backend!r})"
