@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 import pytest
 
 from maestro_compile.backends import get_backend
-from maestro_compile.compile import Options, build_study, compile_study
+from maestro_compile.pipeline import Options, build_study, compile_study
 from maestro_compile.errors import SpecError
 from maestro_compile.expand import make_safe
 

@@ -10,7 +10,7 @@ import pytest
 from maestro_compile.backends.flux import FluxBackend, parse_jobs_json
 from maestro_compile.backends.lsf import LsfBackend, parse_bhist, parse_bjobs_json
 from maestro_compile.cli import main
-from maestro_compile.compile import Options, build_study
+from maestro_compile.pipeline import Options, build_study
 from maestro_compile.states import NativeStatus
 from helpers import study_files, study_manifest_extra
 
