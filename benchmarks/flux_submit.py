@@ -137,7 +137,7 @@ def baseline(work: Path, points: int, sizes: List[int]) -> List[str]:
     """The same sweep submitted one `flux batch|submit` process per job."""
     sys.path.insert(0, str(ROOT))
     from maestro_compile.backends.flux import FluxBackend
-    from maestro_compile.compile import Options, build_study, plan_study
+    from maestro_compile.pipeline import Options, build_study, plan_study
     study_dir = compile_sweep(work, points, f"baseline_{points}")
     backend = FluxBackend()
     study = build_study(Options(spec_path=work / f"baseline_{points}.yaml", out_dir=study_dir,

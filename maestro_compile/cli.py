@@ -3,26 +3,26 @@ The one error boundary. maestrowf's own flags are accepted too (commands.py)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
-from . import __version__
+from . import __version__, api
 from . import commands as maestrowf
-from .backends import BACKENDS, get_backend
-from .compile import Options, check_study, compile_study
-from .errors import EXIT_USAGE, MaestroCompileError, SpecError
+from .backends import BACKENDS
+from .errors import EXIT_USAGE, MaestroCompileError, SpecError, UsageError
 from .expand import FLAT_LIMIT, LAYOUTS, SHARD_SIZE
 from .graph import draw as draw_graph, target_positional as graph_positional
+from .pipeline import Options
 from .progress import Progress
-from .resubmit import resubmit
-from .states import State
-from .status import collect, finished, format_csv, format_json, summary
+from .states import State, parse_state
+from .status import SUMMARY_LIMIT, format_csv, format_json, format_summary
 from .studydir import StudyDir
-from .submission import submit
 from .update import update
 
 # Exit codes (docs/cli.md); the others come with the errors (errors.py): 1 user error,
@@ -92,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study_dirs", type=Path, nargs="+", metavar="DIR")
     p.add_argument("--json", action="store_true", help="machine-readable output (several DIRs: a JSON array)")
     p.add_argument("--csv", metavar="FILE", help="also write Maestro's status.csv format to FILE ('-' for stdout)")
+    p.add_argument("--summary", action="store_true",
+                   help="counts per step and state instead of a row per node, and the nodes that did not finish")
+    p.add_argument("--limit", type=_non_negative, metavar="N",
+                   help=f"with --summary: list at most N nodes that did not finish per step (default {SUMMARY_LIMIT})")
+    p.add_argument("--step", action="append", default=[], metavar="NAME",
+                   help="only the nodes of this step (repeatable)")
+    p.add_argument("--state", action="append", default=[], type=_state, choices=list(State), metavar="STATE",
+                   help="only the nodes in this state, in any case (repeatable): " + ", ".join(State))
+    p.add_argument("--watch", nargs="?", const=WATCH_DEFAULT, type=_watch_interval, metavar="SECONDS",
+                   help=f"show the status again every SECONDS (default {WATCH_DEFAULT:g}, at least "
+                        f"{WATCH_MINIMUM:g}) until the study can no longer change; in place on a terminal")
     maestrowf.status_options(p)
     p = commands.add_parser("cancel", help="stop running steps and prevent the rest, in one or more studies")
     p.add_argument("study_dirs", type=Path, nargs="+", metavar="DIR")
@@ -150,70 +161,137 @@ def _non_negative(text: str) -> int:
     return int(text)
 
 
+def _state(text: str) -> State:
+    try:
+        return parse_state(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+WATCH_DEFAULT = 30.0    # seconds; on a scheduler every redraw runs its status query
+WATCH_MINIMUM = 1.0
+
+
+def _watch_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not WATCH_MINIMUM <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= {WATCH_MINIMUM:g}, got '{text}'")
+    return value
+
+
+def _spec_arguments(args: argparse.Namespace) -> dict:
+    """The spec options as the Python API's keyword arguments (the same names)."""
+    return dict(backend=args.backend, pgen=args.pgen, pargs=args.pargs, hashws=args.hashws,
+                cartesian=args.cartesian, strict=args.strict, throttle=args.throttle, retries=args.retries,
+                rlimit=args.rlimit, max_array_size=args.max_array_size, workspace_layout=args.workspace_layout)
+
+
 def _options(args: argparse.Namespace) -> Options:
-    return Options(spec_path=args.spec, out_dir=getattr(args, "out", None), backend=args.backend,
-                   pgen=args.pgen, pargs=args.pargs, hashws=args.hashws, cartesian=args.cartesian,
-                   strict=args.strict, throttle=args.throttle, max_array_size=args.max_array_size,
-                   retries=args.retries, rlimit=args.rlimit, workspace_layout=args.workspace_layout)
+    return api.make_options(args.spec, getattr(args, "out", None), **_spec_arguments(args))
 
 
 def _warn(messages: List[str]) -> None:
     maestrowf.warn(messages)
 
 
-def _compile(args: argparse.Namespace):
+def _compile(args: argparse.Namespace) -> api.Study:
     with Progress("writing node scripts") as progress:
-        return compile_study(_options(args), progress=progress)
+        return api.compile(args.spec, args.out, progress=progress, **_spec_arguments(args))
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    result = _compile(args)
-    _warn(result.warnings)
-    steps = len(result.study.used_parameters)
-    print(f"compiled {len(result.study.nodes)} node(s) from {steps} step(s) for the "
-          f"{result.study.backend} backend into {result.directory}")
+    study = _compile(args)
+    _warn(study.warnings)
+    print(f"compiled {study.node_count} node(s) from {len(study.steps)} step(s) for the "
+          f"{study.backend} backend into {study.path}")
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    study = check_study(_options(args))
-    _warn(list(study.warnings))
-    print(f"{args.spec}: valid: {len(study.used_parameters)} step(s), {len(study.nodes)} node(s), "
-          f"backend {study.backend}")
+    problems = api.validate(args.spec, **_spec_arguments(args))
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return SpecError.exit_code
+    _warn(problems.warnings)
+    print(f"{args.spec}: valid: {problems.step_count} step(s), {problems.node_count} node(s), "
+          f"backend {problems.backend}")
     return 0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    print(submit(StudyDir.open(args.study_dir), args.jobs))
+    print(api.open(args.study_dir).submit(args.jobs))
     print(f"watch it with: maestro status {args.study_dir}")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    documents = []
+    if args.watch is None:
+        worst, _ = _show_status(args)
+        return worst
+    return _watch(args)
+
+
+def _show_status(args: argparse.Namespace) -> Tuple[int, bool]:
+    """Print what `maestro status` shows for every DIR; the exit code, and whether every study
+    can no longer change."""
+    documents, done = [], []
 
     def one(directory: Path) -> None:
-        study = StudyDir.open(directory)
-        rows, runtime = collect(study)
+        report = api.open(directory).report(args.step, args.state)
+        done.append(report.finished)
         if args.csv == "-":
-            sys.stdout.write(format_csv(rows))
+            sys.stdout.write(format_csv(report.nodes))
             return
         if args.csv:
-            Path(args.csv).write_text(format_csv(rows), encoding="utf-8")
+            Path(args.csv).write_text(format_csv(report.nodes), encoding="utf-8")
         if args.json:
-            documents.append(format_json(rows, runtime, study))
+            documents.append(format_json(report))
+        elif args.summary:
+            print(format_summary(report.summary(), SUMMARY_LIMIT if args.limit is None else args.limit))
         else:
-            print(maestrowf.format_layout(rows, args.layout))
+            print(maestrowf.format_layout(list(report.nodes), args.layout))
     worst = maestrowf.each_directory(args.study_dirs, one, heading=not (args.json or args.csv == "-"))
     if documents:   # one JSON value: the study's object, or an array of them for several directories
         print(documents[0] if len(args.study_dirs) == 1 else "[\n" + ",\n".join(documents) + "\n]")
-    return worst
+    return worst, len(done) == len(args.study_dirs) and all(done)
+
+
+CLEAR_SCREEN = "\x1b[H\x1b[2J"     # cursor home, erase the screen
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """The status every --watch seconds until every study can no longer change (or one cannot be
+    read): redrawn in place on a terminal, else printed again after a blank line."""
+    terminal = sys.stdout.isatty()
+    first = True
+    try:
+        while True:
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):   # drawn at once
+                worst, done = _show_status(args)
+            if terminal:
+                sys.stdout.write(f"{CLEAR_SCREEN}every {args.watch:g} s until the study can no longer change "
+                                 f"(Ctrl-C to stop); {time.strftime('%H:%M:%S')}\n\n")
+            elif not first:
+                sys.stdout.write("\n")
+            sys.stdout.write(out.getvalue())
+            sys.stdout.flush()
+            sys.stderr.write(err.getvalue())
+            if done or worst:
+                return worst
+            first = False
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 130   # quietly: stopping a watch is how it is meant to end early
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     def one(directory: Path) -> None:
-        study = StudyDir.open(directory)
-        print(get_backend(study.manifest.backend).cancel(study))
+        print(api.open(directory).cancel())
     return maestrowf.each_directory(args.study_dirs, one)
 
 
@@ -232,26 +310,20 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    result = _compile(args)
-    _warn(result.warnings)
-    print(f"compiled {len(result.study.nodes)} node(s) into {result.directory}")
-    study = StudyDir.open(result.directory)
-    backend = get_backend(study.manifest.backend)
-    if not maestrowf.launch(args, result.directory, study.manifest.backend):
+    study = _compile(args)
+    _warn(study.warnings)
+    print(f"compiled {study.node_count} node(s) into {study.path}")
+    if not maestrowf.launch(args, study.path, study.backend):
         return 0
-    print(submit(study, args.jobs))
+    print(study.submit(args.jobs))
     if not args.wait:
-        print(f"watch it with: maestro status {result.directory}")
+        print(f"watch it with: maestro status {study.path}")
         return 0
-    while True:
-        rows, runtime = collect(study, backend)
-        if finished(rows, runtime):
-            break
-        time.sleep(max(args.poll, 0.05))
-    print(summary(rows))
-    if all(row.state == State.FINISHED for row in rows):
+    summary = study.wait(poll=args.poll)
+    print(summary)
+    if summary.succeeded:
         return 0
-    return EXIT_CANCELLED if runtime.cancelled else EXIT_FAILED_STEPS
+    return EXIT_CANCELLED if summary.cancelled else EXIT_FAILED_STEPS
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -263,10 +335,21 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_resubmit(args: argparse.Namespace) -> int:
-    print(resubmit(args.study_dir, args.only, args.dry, args.jobs))
+    print(api.open(args.study_dir).resubmit(args.only, args.dry, args.jobs))
     if not args.dry:
         print(f"watch it with: maestro status {args.study_dir}")
     return 0
+
+
+def _check_status_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.limit is not None and not args.summary:
+        parser.error("status: --limit N goes with --summary")
+    if args.summary and (args.json or args.csv == "-"):
+        parser.error("status: --summary prints a table; --json and --csv - print data (the JSON has the counts): "
+                     "choose one")
+    if args.watch is not None and (args.json or args.csv):
+        parser.error("status: --watch redraws the table or the summary for people; --json and --csv are for "
+                     "programs, which can call `maestro status` when they need to")
 
 
 COMMANDS = {"compile": cmd_compile, "validate": cmd_validate, "submit": cmd_submit,
@@ -288,6 +371,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return exc.exit_code
     try:
         maestrowf.resolve(args, parser)
+        if args.command == "status":
+            _check_status_options(args, parser)
         return COMMANDS[args.command](args)
     except SpecError as exc:
         for problem in exc.problems:

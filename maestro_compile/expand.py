@@ -18,7 +18,8 @@ from . import walltime as walltimes
 from .errors import SpecError
 from .model import Node, Parameter, Spec, StepSpec, Warnings
 from .schema import suggest
-from .tokens import LAUNCHER_TOKEN, WORKSPACE_TOKEN, find_workspace_refs, substitute_all, unknown_tokens
+from .tokens import (LAUNCHER_TOKEN, WORKSPACE_TOKEN, env_block, find_workspace_refs, substitute_all,
+                     unknown_tokens)
 
 COUNT_KEYS = {"nodes": 1, "procs": 1, "gpus": 0, "cores per task": 1, "tasks per rs": 1,
               "rs per node": 1, "cpus per rs": 1}
@@ -83,7 +84,7 @@ def expand(spec: Spec, env: Mapping[str, str], parameters: Sequence[Parameter], 
         _instantiate(step, by_name, parameters, rows, study_dir, script_suffix, hashws, layout, warnings)
         nodes.extend(step.nodes.values())
     _check_walltimes(spec, steps, nodes)
-    _warn_unknown_tokens(spec, steps, keys, warnings)
+    _warn_unknown_tokens(spec, env, steps, keys, warnings)
     return tuple(nodes), {step.name: step.used for step in steps}
 
 
@@ -336,16 +337,20 @@ def _check_walltimes(spec: Spec, steps: Sequence[_Step], nodes: Sequence[Node]) 
         raise SpecError(problems)
 
 
-def _warn_unknown_tokens(spec: Spec, steps: List[_Step], keys: Sequence[str], warnings: Warnings) -> None:
-    known = set(keys) | {step.name for step in steps}
+def _warn_unknown_tokens(spec: Spec, env: Mapping[str, str], steps: List[_Step], keys: Sequence[str],
+                         warnings: Warnings) -> None:
+    self_referring = {name for name, _ in spec.variables if f"$({name})" in env.get(name, "")}
+    known = set(keys) | {step.name for step in steps} | self_referring
     for step in steps:
         node = next(iter(step.nodes.values()))
         for key in TEXT_KEYS:
             text = getattr(node, key)
             for token in unknown_tokens(text or "", known):
                 where = spec.raw.where(("study", step.spec.index, "run", key))
-                warnings.add(f"{where}: step '{step.name}': unknown token $({token}) in run.{key} is left "
-                             f"as is, so bash will run it as a command substitution", strict=True)
+                origin = (f" (the value of env.{env_block(spec, token)}.{token} is its own token, and no parameter "
+                          f"{token} replaces it)" if token in self_referring else "")
+                warnings.add(f"{where}: step '{step.name}': unknown token $({token}) in run.{key}{origin} is "
+                             f"left as is, so bash will run it as a command substitution", strict=True)
 
 
 def check_resources(spec: Spec, nodes: Sequence[Node]) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from .compile import build_study
+from .pipeline import build_study
 from .errors import GraphError, SchedulerCommandError, SchedulerUnavailableError
 from .model import Study
 from .states import State

@@ -1,9 +1,10 @@
 """Pass 1: read the YAML spec, keeping the line of every key so errors can point at it."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, Tuple
+from pathlib import Path, PurePath
+from typing import Any, Dict, Optional, Tuple
 
 import yaml
 
@@ -14,11 +15,25 @@ KeyPath = Tuple[Any, ...]
 
 @dataclass(frozen=True)
 class RawSpec:
-    """The spec as plain Python data plus the 1-based line of every key path."""
+    """The spec as plain Python data plus the 1-based line of every key path.
+
+    A spec given in memory (YAML text or a dict, through the Python API) has ``text``, the YAML
+    the study directory keeps as its copy, and a ``path`` that names it in messages (TEXT_LABEL or
+    DICT_LABEL): relative to the current directory, so that relative paths in it resolve there."""
 
     path: Path
     data: Dict[str, Any]
     lines: Dict[KeyPath, int] = field(default_factory=dict)
+    text: Optional[str] = None
+
+    @property
+    def in_memory(self) -> bool:
+        return self.text is not None
+
+    @property
+    def copy_name(self) -> str:
+        """The file name of the spec's copy in the study directory."""
+        return IN_MEMORY_COPY if self.in_memory else self.path.name
 
     def line_of(self, key_path: KeyPath) -> int:
         """The line of ``key_path`` or of its closest ancestor that has one (0 if none)."""
@@ -101,6 +116,48 @@ def load_spec(path: Path) -> RawSpec:
 # libyaml's parser when PyYAML was built with it: a 100,000-value parameter list parses ten
 # times faster; the pure-Python one gives the same nodes, marks and errors
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+TEXT_LABEL = "<text>"          # names a spec given as YAML text in messages (with line numbers)
+DICT_LABEL = "<dict>"          # names a spec given as a dict (key paths only: it has no lines)
+IN_MEMORY_COPY = "spec.yaml"   # the copy of an in-memory spec in the study directory
+
+
+def load_text(text: str) -> RawSpec:
+    """A spec given as YAML text: errors name TEXT_LABEL and the line within the text."""
+    raw = parse_spec_text(text, Path(TEXT_LABEL))
+    return RawSpec(path=raw.path, data=raw.data, lines=raw.lines, text=text)
+
+
+def load_data(data: Any) -> RawSpec:
+    """A spec given as Python data (a dict as yaml.safe_load would return): errors name
+    DICT_LABEL and the key path. Tuples count as lists and paths as strings; anything else YAML
+    cannot hold is refused with its key path."""
+    if not isinstance(data, Mapping):
+        raise SpecError([f"{DICT_LABEL}: expected a mapping with the keys description, env, batch, study and "
+                         f"global.parameters, found {type(data).__name__}"])
+    plain = _plain(data, ())
+    text = yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return RawSpec(path=Path(DICT_LABEL), data=plain, lines={}, text=text)
+
+
+def _plain(value: Any, path: KeyPath) -> Any:
+    if isinstance(value, Mapping):
+        result = {}
+        for key, item in value.items():
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise SpecError([f"{DICT_LABEL}: {_dotted(path) or 'top level'}: a mapping key must be a plain "
+                                 f"value, found {type(key).__name__}"])
+            result[key] = _plain(item, path + (key,))
+        return result
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, path + (i,)) for i, item in enumerate(value)]
+    if isinstance(value, PurePath):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise SpecError([f"{DICT_LABEL}: {_dotted(path) or 'top level'}: expected plain data (a string, number, "
+                     f"boolean, None, list or dict), found {type(value).__name__}"])
 
 
 def parse_spec_text(text: str, path: Path) -> RawSpec:

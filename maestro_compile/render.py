@@ -103,7 +103,7 @@ def manifest(study: Study, created: str, extra: Optional[Dict[str, Any]] = None)
         "description": study.spec.description,
         "backend": study.backend,
         "created": created,
-        "spec": study.spec.path.name,
+        "spec": study.spec.raw.copy_name,
         "steps": {step: list(keys) for step, keys in study.used_parameters.items()},
         # built while study.json is written: 100,000 entries need not all be in memory at once
         "nodes": lambda: ((node.name, node_entry(node)) for node in study.nodes),

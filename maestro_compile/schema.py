@@ -151,7 +151,7 @@ KNOWN_KEYS: Dict[str, Tuple[str, ...]] = {
     "global.parameters": ("values", "label"),
     "batch": ("type", "shell", "host", "bank", "queue", "nodes", "procs", "reservation", "qos",
               "gpus", "version", "uri", "flux_uri", "allocation_args", "launcher_args", "args",
-              "launcher"),
+              "launcher", "max_dependencies"),
 }
 
 
@@ -283,6 +283,12 @@ def _check_batch(raw: RawSpec, problems, warnings: Warnings) -> None:
         if key in batch and not isinstance(batch[key], (str, int, float)):
             problems.append((raw.line_of(("batch", key)), f"{raw.where(('batch', key))}: batch.{key}: "
                              f"expected a string, found {_describe(batch[key])}"))
+    if "max_dependencies" in batch:   # extension (Flux): the most afterok dependencies of one job
+        value = batch["max_dependencies"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+            problems.append((raw.line_of(("batch", "max_dependencies")),
+                             f"{raw.where(('batch', 'max_dependencies'))}: batch.max_dependencies: expected a whole "
+                             f"number of at least 2, found {_describe(value)}"))
     # extension: the parallel launcher of $(LAUNCHER), for the backends that offer a choice
     if "launcher" in batch:
         _check_launcher(raw, batch, BACKENDS, problems)

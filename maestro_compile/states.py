@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, Mapping, NamedTuple, Optional
+from typing import Dict, FrozenSet, Iterable, Mapping, NamedTuple, Optional, Union
+
+from .errors import UsageError
 
 
 class State(str, enum.Enum):
@@ -44,6 +46,23 @@ ANCESTOR_FAILURES: FrozenSet[State] = frozenset({State.FAILED, State.TIMEDOUT, S
                                                  State.NODE_FAIL})
 # The job is in the scheduler's queue (or the runner's), waiting or running.
 ACTIVE: FrozenSet[State] = frozenset({State.PENDING, State.RUNNING, State.SUSPENDED})
+
+
+def parse_state(value: Union[State, str]) -> State:
+    """The State named ``value`` (any case); any other name is a UsageError listing the states."""
+    if isinstance(value, State):
+        return value
+    try:
+        return State(str(value).strip().upper())
+    except ValueError:
+        raise UsageError(f"unknown state {str(value)!r}: expected one of {', '.join(State)} (in any case)") from None
+
+
+def parse_states(values: Union[State, str, Iterable[Union[State, str]]]) -> FrozenSet[State]:
+    """A state name, or several."""
+    if isinstance(values, str):     # a State is a str too
+        values = [values]
+    return frozenset(parse_state(value) for value in values)
 
 
 def state_of(text: str) -> State:

@@ -33,6 +33,7 @@ MANIFEST = "study.json"
 SUBMIT_SCRIPT = "submit.sh"
 LEDGER = "jobs.tsv"
 STATE_DIR = ".maestro"
+SPEC_SUFFIXES = (".yaml", ".yml")                # a spec given where a study directory is expected
 SUBMITTED = f"{STATE_DIR}/submitted"
 QUEUED = f"{STATE_DIR}/queued"                  # every job is queued and recorded (before the release)
 RELEASED = f"{STATE_DIR}/released"              # the held roots were released: the submission is complete
@@ -290,6 +291,13 @@ class StudyDir:
 
     def _read_manifest(self) -> Manifest:
         from .backends import BACKENDS   # the registry names the backends a manifest may name
+        if self.path.is_file() and self.path.suffix.lower() in SPEC_SUFFIXES:
+            raise StudyDirError(f"{self.path} is a study specification, not a study directory: compile and submit "
+                                f"it with `maestro run {self.path}`, or compile it with `maestro compile "
+                                f"{self.path} -o DIR` and then use DIR")
+        if self.path.is_file():
+            raise StudyDirError(f"{self.path} is a file, not a study directory (a directory written by "
+                                f"`maestro compile`)")
         if not self.path.is_dir():
             raise StudyDirError(f"{self.path}: no such directory")
         path = self.path / MANIFEST

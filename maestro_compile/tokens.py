@@ -37,12 +37,21 @@ def substitute_all(value: Any, values: Mapping[str, str]) -> Any:
     return value
 
 
+def env_block(spec: Spec, name: str) -> str:
+    """``variables`` or ``labels``: the env block that defines ``name``."""
+    env = spec.raw.data.get("env") or {}
+    return "variables" if name in (env.get("variables") or {}) else "labels"
+
+
 def _resolve(names: List[Tuple[str, str]], fixed: Mapping[str, str], spec: Spec) -> Dict[str, str]:
     """Resolve variables that refer to each other, in any order.
 
     Maestro substitutes in one fixed order, so a label that uses a label defined *before* it
     stays literal (and bash later runs it as a command). We resolve to a fixed point instead
-    and report a cycle as an error.
+    and report a cycle between two or more variables as an error.
+
+    A variable's own token in its value (``OBJECTIVE: $(OBJECTIVE)``) is left as is, as Maestro's
+    single replacement leaves it: it is for the later passes, typically a parameter of that name.
     """
     raw = dict(names)
     resolved: Dict[str, str] = dict(fixed)
@@ -53,13 +62,18 @@ def _resolve(names: List[Tuple[str, str]], fixed: Mapping[str, str], spec: Spec)
             return resolved[name]
         if name in visiting:
             cycle = " -> ".join(visiting[visiting.index(name):] + [name])
-            env = spec.raw.data.get("env") or {}
-            block = "variables" if name in (env.get("variables") or {}) else "labels"
+            block = env_block(spec, name)
             line = spec.raw.where(("env", block, name))
             raise SpecError([f"{line}: env.{block}.{name}: variables refer to each other in a cycle: {cycle}"])
+
+        def value(match: "re.Match[str]") -> str:
+            token = match.group(1)
+            if token == name or (token not in raw and token not in resolved):
+                return match.group(0)   # its own name, or no variable's: left for the later passes
+            return resolve(token)
+
         visiting.append(name)
-        text = ENV_TOKEN.sub(lambda m: resolve(m.group(1)) if m.group(1) in raw or m.group(1) in resolved
-                             else m.group(0), raw[name])
+        text = ENV_TOKEN.sub(value, raw[name])
         visiting.pop()
         resolved[name] = text
         return text

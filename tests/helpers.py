@@ -37,13 +37,13 @@ def write_study_spec(root: Path, name: str, body: str) -> Path:
 def study_files(backend, study):
     """The study-level files (submit.sh, array scripts) a backend renders for ``study``, planned
     as `maestro compile` plans them."""
-    from maestro_compile.compile import plan_study
+    from maestro_compile.pipeline import plan_study
     return backend.render_study(study, plan_study(study, backend))[0]
 
 
 def study_manifest_extra(backend, study):
     """The entries ``backend`` adds to study.json for ``study``."""
-    from maestro_compile.compile import plan_study
+    from maestro_compile.pipeline import plan_study
     return backend.render_study(study, plan_study(study, backend))[1]
 
 

@@ -8,7 +8,7 @@
    `...`, and ALL-CAPS placeholders after an option (`-j N`), which are replaced by a valid value.
 2. The commands are run for real: the whole getting-started page (docs/index.md) in order, in a
    scratch directory holding a copy of examples/, with the outputs it shows compared to the real
-   ones; and, from every other page and the README, each `compile`, `validate` and `graph` of an
+   ones; the same for the Python blocks of docs/api.md (in one interpreter); and, from every other page and the README, each `compile`, `validate` and `graph` of an
    example spec and each local `run --wait`. Nothing is ever submitted to a scheduler: for
    Slurm, LSF and Flux only compile-time commands run (with --max-array-size, so that no
    `scontrol` is needed).
@@ -605,6 +605,49 @@ def test_the_maestrowf_table_runs_as_documented(tmp_path):
 
 def positional_out(argv: List[str]) -> str:
     return next(argv[i + 1] for i, word in enumerate(argv[:-1]) if word in ("-o", "--out"))
+
+
+# ------------------------------------------------------------------------------------------
+# 2c. the Python API page runs as written
+# ------------------------------------------------------------------------------------------
+
+API_PAGE = DOCS / "api.md"
+BLOCK_MARK = "\x00block "
+# runs the page's python blocks in order in one namespace; a traceback names the page and block
+API_DRIVER = f"""
+import json, sys
+namespace = {{"__name__": "__main__"}}
+for line, source in json.load(sys.stdin):
+    print({BLOCK_MARK!r} + str(line), flush=True)
+    exec(compile(source, "docs/api.md, the block of line " + str(line), "exec"), namespace)
+"""
+
+
+def test_api_page_runs_as_written(tmp_path):
+    """Every ```python block of docs/api.md, in order, in one interpreter started in a scratch
+    directory holding examples/; a ```text block right after one shows lines of its output."""
+    work = scratch(tmp_path, "api")
+    blocks = code_blocks(API_PAGE)
+    python = [block for block in blocks if block.language == "python"]
+    assert len(python) >= 5, "expected docs/api.md to show the API in several python blocks"
+    result = subprocess.run([sys.executable, "-c", API_DRIVER], cwd=str(work), env=environment(), text=True,
+                            input=json.dumps([(block.line, "\n".join(block.lines)) for block in python]),
+                            capture_output=True, timeout=600)
+    assert result.returncode == 0, f"docs/api.md: a python block failed:\n{result.stdout}\n{result.stderr}"
+    outputs: Dict[int, List[str]] = {}
+    for chunk in result.stdout.split(BLOCK_MARK)[1:]:
+        line, _, text = chunk.partition("\n")
+        outputs[int(line)] = text.splitlines()
+    problems, checked = [], 0
+    for previous, block in zip(blocks, blocks[1:]):
+        if previous.language != "python" or block.language != "text":
+            continue
+        checked += 1
+        for offset, shown in enumerate(block.lines, start=block.line + 1):
+            if shown.strip() and not shown_output_matches(shown, outputs[previous.line]):
+                problems.append(f"{rel(API_PAGE)}:{offset}: not in the output: {shown.strip()}")
+    assert checked >= 5, "expected docs/api.md to show the output of its examples"
+    assert not problems, "\n".join(problems) + "\n\nactual output:\n" + result.stdout
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,18 +1,21 @@
 """Parameter expansion against the worked examples of maestro_reference.md §3.4 (A-D) and §2-§3.
 
 Every expected value below is taken from the reference (or derived by hand from its rules),
-not from the compiler's output. Specs are written into tmp_path; nothing is compiled to disk.
+not from the compiler's output. Specs are written into tmp_path; nothing is compiled to disk
+except in the section on env values that name other tokens, which reads the rendered scripts.
 """
 from __future__ import annotations
 
 import datetime
+import json
 import textwrap
 from pathlib import Path
+from typing import Dict, List, Tuple
 
 import pytest
 
 from maestro_compile.backends import get_backend
-from maestro_compile.compile import Options, build_study
+from maestro_compile.pipeline import Options, build_study, compile_study
 from maestro_compile.errors import SpecError
 from maestro_compile.expand import make_safe
 
@@ -696,6 +699,212 @@ def test_default_directory_under_output_path_relative_to_spec(tmp_path, monkeypa
     expected = (tmp_path / "specdir").resolve() / "results" / "out" / "my_study_20240102-030405"
     assert Path(study.directory).resolve() == expected
     assert study.node("s").cmd == f"echo {study.directory}"
+
+
+# --------------------------------------------------------------------------------------------
+# An env value that names a parameter, a workspace, a label or itself (§2.2): each pass
+# replaces what it defines and leaves the rest for the next one. Every expectation here was
+# also produced by maestrowf 1.2.1's `maestro run --dry` on the same spec. These tests compile
+# to disk and read the rendered step scripts.
+# --------------------------------------------------------------------------------------------
+
+def compile_scripts(tmp_path: Path, text: str, **options) -> Tuple[Path, Dict[str, List[str]], List[str]]:
+    """Compile the spec into tmp_path/study: (study dir, node -> lines of its script, warnings)."""
+    out = tmp_path / "study"
+    result = compile_study(Options(spec_path=write_spec(tmp_path, text), out_dir=out, **options))
+    manifest = json.loads((out / "study.json").read_text())
+    scripts = {name: (out / node["script"]).read_text().splitlines() for name, node in manifest["nodes"].items()}
+    return out, scripts, result.warnings
+
+
+def test_variable_named_after_its_parameter_leaves_the_token_to_the_parameter(tmp_path):
+    # OBJECTIVE is the first variable (Maestro stores it as a plain substitution), WRAP and PREF
+    # come later (stored as labels): either way the variable's own token is left for the parameter
+    _, scripts, warnings = compile_scripts(tmp_path, """
+        description: {name: self_param, description: d}
+        env:
+            variables:
+                OBJECTIVE: $(OBJECTIVE)
+                WRAP: pre_$(WRAP)_post
+            labels:
+                PREF: $(PREF)/bin
+        study:
+            - name: s
+              description: d
+              run:
+                  cmd: echo $(OBJECTIVE) $(WRAP) $(PREF) $(OBJECTIVE.label)
+        global.parameters:
+            OBJECTIVE: {values: [a, b], label: O.%%}
+            WRAP: {values: [x, y], label: W.%%}
+            PREF: {values: [p, q], label: P.%%}
+        """)
+    assert sorted(scripts) == ["s_O.a.P.p.W.x", "s_O.b.P.q.W.y"]
+    assert "echo a pre_x_post p/bin O.a" in scripts["s_O.a.P.p.W.x"]
+    assert "echo b pre_y_post q/bin O.b" in scripts["s_O.b.P.q.W.y"]
+    assert warnings == []
+
+
+def test_variable_named_after_a_pgen_parameter(tmp_path):
+    # the shape found in published specs: the variable documents a parameter a pgen provides
+    pgen = tmp_path / "objectives.py"
+    pgen.write_text(textwrap.dedent("""
+        from maestrowf.datastructures.core import ParameterGenerator
+
+        def get_custom_generator(env, **kwargs):
+            generator = ParameterGenerator()
+            generator.add_parameter("OBJECTIVE", ["rosen", "ackley"], "OBJ.%%")
+            return generator
+        """))
+    _, scripts, warnings = compile_scripts(tmp_path, """
+        description: {name: pgen_self, description: d}
+        env:
+            variables:
+                OUT: out
+                OBJECTIVE: $(OBJECTIVE)
+        study:
+            - name: s
+              description: d
+              run:
+                  cmd: echo run $(OBJECTIVE) > $(OBJECTIVE.label).txt
+        """, pgen=pgen)
+    assert sorted(scripts) == ["s_OBJ.ackley", "s_OBJ.rosen"]
+    assert "echo run rosen > OBJ.rosen.txt" in scripts["s_OBJ.rosen"]
+    assert "echo run ackley > OBJ.ackley.txt" in scripts["s_OBJ.ackley"]
+    assert warnings == []
+
+
+def test_variables_naming_a_parameter_a_workspace_and_a_label(tmp_path):
+    out, scripts, warnings = compile_scripts(tmp_path, """
+        description: {name: family, description: d}
+        env:
+            variables:
+                V0: plain
+                TOP: $(P)-top
+                DATA: $(prep.workspace)/data
+                LREF: $(LAB)
+            labels:
+                LAB: lab_$(V0)
+        study:
+            - name: prep
+              description: d
+              run:
+                  cmd: echo prep
+            - name: s
+              description: d
+              run:
+                  cmd: echo $(TOP) $(DATA) $(LREF)
+                  depends: [prep]
+        global.parameters:
+            P: {values: [1, 2], label: P.%%}
+        """)
+    assert sorted(scripts) == ["prep", "s_P.1", "s_P.2"]
+    for p in (1, 2):
+        assert f"echo {p}-top {out}/prep/data lab_plain" in scripts[f"s_P.{p}"]
+    assert warnings == []
+
+
+def test_variable_naming_the_workspace_of_a_parameterized_step(tmp_path):
+    # the workspace token arrives through the variable and still brings prep's parameters along;
+    # after a funnel (run_*) a step's workspace is its root
+    out, scripts, _ = compile_scripts(tmp_path, """
+        description: {name: wsparam, description: d}
+        env:
+            variables:
+                DATA: $(prep.workspace)/data
+                RUN: $(run.workspace)
+        study:
+            - name: prep
+              description: d
+              run:
+                  cmd: echo prep $(P) > data
+            - name: run
+              description: d
+              run:
+                  cmd: cat $(DATA)
+                  depends: [prep]
+            - name: report
+              description: d
+              run:
+                  cmd: ls $(RUN) $(DATA)
+                  depends: [run_*]
+        global.parameters:
+            P: {values: [1, 2], label: P.%%}
+        """)
+    assert sorted(scripts) == ["prep_P.1", "prep_P.2", "report_P.1", "report_P.2", "run_P.1", "run_P.2"]
+    for p in (1, 2):
+        assert f"cat {out}/prep/P.{p}/data" in scripts[f"run_P.{p}"]
+        assert f"ls {out}/run {out}/prep/P.{p}/data" in scripts[f"report_P.{p}"]
+
+
+def test_label_that_uses_a_parameter_and_a_label_named_after_its_parameter(tmp_path):
+    # USE comes before the label it names (Maestro replaces labels in order, which works this way round)
+    _, scripts, warnings = compile_scripts(tmp_path, """
+        description: {name: labparam, description: d}
+        env:
+            variables:
+                V0: plain
+                USE: $(RUNLAB)/in
+            labels:
+                RUNLAB: run_$(P)_$(P.label)
+                P: $(P)
+        study:
+            - name: s
+              description: d
+              run:
+                  cmd: echo $(USE) $(RUNLAB) $(P)
+        global.parameters:
+            P: {values: [1, 2], label: P.%%}
+        """)
+    assert sorted(scripts) == ["s_P.1", "s_P.2"]
+    for p in (1, 2):
+        assert f"echo run_{p}_P.{p}/in run_{p}_P.{p} {p}" in scripts[f"s_P.{p}"]
+    assert warnings == []
+
+
+def test_variable_naming_itself_without_a_parameter_is_left_and_reported(tmp_path):
+    # Maestro leaves $(NOPROV) in the script (bash then runs a command NOPROV); so do we, with
+    # a warning that says where the token came from, also for a lower-case name
+    spec_text = """
+        description: {name: noprov, description: d}
+        env:
+            variables:
+                NOPROV: $(NOPROV)
+                lower: $(lower)
+        study:
+            - name: s
+              description: d
+              run:
+                  cmd: echo $(NOPROV) $(lower) $(date)
+        """
+    _, scripts, warnings = compile_scripts(tmp_path, spec_text)
+    assert "echo $(NOPROV) $(lower) $(date)" in scripts["s"]
+    assert len(warnings) == 2
+    for name in ("NOPROV", "lower"):
+        (warning,) = [w for w in warnings if f"$({name})" in w]
+        assert f"env.variables.{name} is its own token" in warning and "'s'" in warning
+    with pytest.raises(SpecError) as info:
+        build_study(Options(spec_path=tmp_path / "spec.yaml", out_dir=tmp_path / "strict", strict=True))
+    assert len(info.value.problems) == 2
+
+
+@pytest.mark.parametrize("block, chain, expected", [
+    ("variables", {"A": "$(B)", "B": "$(A)"}, "A -> B -> A"),
+    ("labels", {"A": "x_$(B)", "B": "$(C)/y", "C": "$(A)"}, "A -> B -> C -> A"),
+    ("labels", {"A": "$(A)_$(B)", "B": "$(A)"}, "A -> B -> A"),   # A's own token is no excuse
+])
+def test_variables_naming_each_other_are_a_cycle(tmp_path, block, chain, expected):
+    lines = "\n".join(f"        {name}: {value}" for name, value in chain.items())
+    text = (f"description: {{name: cycle, description: d}}\nenv:\n    {block}:\n{lines}\n"
+            "study:\n    - name: s\n      description: d\n      run:\n          cmd: echo $(A)\n"
+            "global.parameters:\n    A: {values: [1], label: A.%%}\n")
+    spec = write_spec(tmp_path, text)
+    with pytest.raises(SpecError) as info:
+        compile_study(Options(spec_path=spec, out_dir=tmp_path / "study"))
+    (problem,) = info.value.problems
+    first_line = next(i for i, line in enumerate(text.splitlines(), 1) if line.strip().startswith("A:"))
+    assert problem == (f"{spec}:{first_line}: env.{block}.A: variables refer to each other in a cycle: "
+                       f"{expected}")
+    assert not (tmp_path / "study").exists()
 
 
 # --------------------------------------------------------------------------------------------

@@ -161,6 +161,61 @@ def test_a_sweep_is_queued_whole_before_anything_runs_and_runs_in_order(sched):
     assert (workspace(study, nodes["summarize"]) / "done.txt").read_text() == "done\n"
 
 
+def gathered_sweep(points: int, fail: str = "") -> str:
+    """sweep() with at most 4 dependencies per job, and optionally a post that fails for X == fail."""
+    body = sweep(points)
+    if fail:
+        body = body.replace("cmd: 'cat $(simulate.workspace)", f"cmd: 'test $(X) != {fail} && cat $(simulate.workspace)")
+    return "batch: {type: flux, max_dependencies: 4}\n" + body
+
+
+def test_a_funnel_on_many_parents_waits_on_gather_jobs_of_its_parents(sched):
+    """Ten parents, at most four dependencies a job: the funnel waits on three gather jobs (4, 4
+    and 2 parents), each Flux's own afterok; the ledger lists only nodes."""
+    points = 10
+    study = sched.compile(sched.spec("gathered", gathered_sweep(points)))
+    plan = [json.loads(line) for line in (study / "flux-plan.jsonl").read_text().splitlines()]
+    by_number = {job["job"]: job for job in plan}
+    gathers = [job for job in plan if job.get("gather")]
+    funnel = plan[-1]
+    assert funnel["node"] == "summarize" and sorted(funnel["after"]) == sorted(g["job"] for g in gathers)
+    assert sorted(len(g["after"]) for g in gathers) == [2, 4, 4]
+    assert sorted(by_number[p]["node"] for g in gathers for p in g["after"]) == \
+        sorted(f"post_X.{x}" for x in range(points))
+    assert max(len(job["after"]) for job in plan) <= 4
+
+    result = sched.submit(study)
+    assert "and 3 gather job(s)" in result.stdout, result.stdout
+    rows = ledger(study)
+    assert sorted(name for name, _ in rows) == sorted(job["node"] for job in plan if not job.get("gather"))
+    (record,) = (study / ".maestro").glob("gather.*.tsv")
+    gathered = dict(ledger(study, record))
+    assert sorted(gathered) == sorted(g["node"] for g in gathers)
+    nodes = sched.wait_for(study, {job["node"]: "FINISHED" for job in plan if not job.get("gather")}, timeout=180)
+    ids = dict(rows)
+    jobs = {str(job["id"]): job for job in flux_jobs(sched.env, list(ids.values()) + list(gathered.values()))}
+    for gather in gathers:
+        info = jobs[gathered[gather["node"]]]
+        assert info["result"] == "COMPLETED"
+        assert all(jobs[ids[by_number[p]["node"]]]["t_inactive"] <= info["t_run"] for p in gather["after"])
+        assert info["t_inactive"] <= jobs[ids["summarize"]]["t_run"]
+    assert (workspace(study, nodes["summarize"]) / "done.txt").read_text() == "done\n"
+
+
+def test_a_failed_parent_behind_a_gather_job_still_stops_the_funnel(sched):
+    study = sched.compile(sched.spec("gathered_fail", gathered_sweep(10, fail="6")))
+    sched.submit(study)
+    expected = {f"simulate_X.{x}": "FINISHED" for x in range(10)}
+    expected.update({f"post_X.{x}": "FINISHED" for x in range(10)})
+    expected.update({"post_X.6": "FAILED", "summarize": "CANCELLED"})
+    nodes = sched.wait_for(study, expected, timeout=180)
+    assert "post_X.6" in nodes["summarize"]["reason"], describe(nodes)
+    (record,) = (study / ".maestro").glob("gather.*.tsv")
+    gathers = flux_jobs(sched.env, [job_id for _, job_id in ledger(study, record)])
+    assert {job["state"] for job in gathers} == {"INACTIVE"}
+    assert sorted(job["result"] for job in gathers) == ["COMPLETED", "COMPLETED", "FAILED"]
+
+
 def test_keys_the_instance_does_not_have_are_refused_before_anything_is_submitted(sched):
     study = sched.compile(sched.spec("queue", """
         batch: {type: flux, queue: debug}

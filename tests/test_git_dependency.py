@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from maestro_compile.compile import Options, compile_study
+from maestro_compile.pipeline import Options, compile_study
 from maestro_compile.errors import CompileError
 
 pytestmark = pytest.mark.skipif(subprocess.run(["git", "--version"], capture_output=True).returncode != 0,

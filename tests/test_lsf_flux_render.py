@@ -10,7 +10,7 @@ import pytest
 from maestro_compile.backends.flux import FluxBackend, parse_jobs_json
 from maestro_compile.backends.lsf import LsfBackend, parse_bhist, parse_bjobs_json
 from maestro_compile.cli import main
-from maestro_compile.compile import Options, build_study
+from maestro_compile.pipeline import Options, build_study
 from maestro_compile.states import NativeStatus
 from helpers import study_files, study_manifest_extra
 
@@ -217,6 +217,74 @@ def test_flux_priority_becomes_the_urgency_a_root_is_released_to(tmp_path, prior
     assert "export FLUX_URI=local:///run/flux/local" in submit and manifest["flux_uri"] == "local:///run/flux/local"
     (job,) = [json.loads(line) for line in files["flux-plan.jsonl"].text.splitlines()]
     assert job["release"] == release     # None: stays held
+
+
+def _funnel_plan(tmp_path, points, max_dependencies, priority="medium"):
+    study = _study(tmp_path, f"""\
+        description: {{name: s, description: d}}
+        batch: {{type: flux, queue: pdebug, max_dependencies: {max_dependencies}}}
+        study:
+          - name: a
+            description: d
+            run: {{cmd: echo $(X)}}
+          - name: z
+            description: the funnel
+            run: {{cmd: echo, depends: [a_*], priority: {priority}}}
+        global.parameters:
+          X: {{values: {list(range(points))}, label: X.%%}}
+        """, "flux")
+    text = study_files(FluxBackend(), study)["flux-plan.jsonl"].text
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.mark.parametrize("points,limit,levels", [(4, 4, 0), (5, 4, 1), (10, 3, 2), (30, 5, 2), (9, 2, 3)])
+def test_a_job_never_gets_more_dependencies_than_max_dependencies(tmp_path, points, limit, levels):
+    plan = _funnel_plan(tmp_path, points, limit)
+    by_number = {job["job"]: job for job in plan}
+    assert len(by_number) == len(plan)
+    assert all(len(job["after"]) <= limit for job in plan)
+    seen = set()
+    for job in plan:        # parents first, as the submitter needs
+        assert all(parent in seen for parent in job["after"])
+        seen.add(job["job"])
+
+    def parents(number):   # the nodes a job waits for, through its gather jobs
+        for parent in by_number[number]["after"]:
+            yield from (parents(parent) if by_number[parent].get("gather") else [by_number[parent]["node"]])
+    funnel = plan[-1]
+    assert funnel["node"] == "z" and sorted(parents(funnel["job"])) == sorted(f"a_X.{x}" for x in range(points))
+    gathers = [job for job in plan if job.get("gather")]
+    assert {job["gather"] for job in gathers} <= {"z"}
+    assert len({job["node"].split(".")[0] for job in gathers}) == levels
+    for job in gathers:
+        assert job["flux"][-1] == "true" and "--queue=pdebug" in job["flux"]
+        assert job["flux"][-2].endswith("/.maestro") and job["release"] is None
+
+
+@pytest.mark.parametrize("priority,urgency", [("held", None), ("high", 24), ("medium", 16)])
+def test_gather_jobs_take_the_urgency_of_their_job_but_are_never_held(tmp_path, priority, urgency):
+    plan = _funnel_plan(tmp_path, 6, 3, priority)
+    gathers = [job for job in plan if job.get("gather")]
+    assert len(gathers) == 2 and {job["urgency"] for job in gathers} == {urgency}
+    assert plan[-1]["urgency"] == (0 if priority == "held" else urgency)
+
+
+@pytest.mark.parametrize("value", ["many", 1, True, -3])
+def test_max_dependencies_must_be_a_whole_number_of_at_least_two(tmp_path, capsys, value):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent(f"""\
+        description: {{name: s, description: d}}
+        batch:
+          type: flux
+          max_dependencies: {json.dumps(value)}
+        study:
+          - name: a
+            description: d
+            run: {{cmd: echo}}
+        """))
+    assert main(["validate", str(spec)]) != 0
+    err = capsys.readouterr().err
+    assert "spec.yaml:4" in err and "batch.max_dependencies" in err and "at least 2" in err, err
 
 
 def _f58(number):

@@ -9,7 +9,7 @@ import pytest
 from helpers import study_files
 from maestro_compile.backends.pbs import PbsBackend, job_name
 from maestro_compile.cli import main
-from maestro_compile.compile import Options, build_study, plan_study
+from maestro_compile.pipeline import Options, build_study, plan_study
 from maestro_compile import walltime
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from maestro_compile.compile import Options, build_study
+from maestro_compile.pipeline import Options, build_study
 from maestro_compile.errors import SpecError
 from maestro_compile.parameters import ParameterGenerator
 from maestro_compile.pgen import parse_pargs

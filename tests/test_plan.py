@@ -13,7 +13,7 @@ from helpers import write_study_spec
 from maestro_compile.backends.flux import FluxBackend
 from maestro_compile.backends.lsf import LsfBackend
 from maestro_compile.backends.slurm import DEFAULT_MAX_ARRAY, SlurmBackend
-from maestro_compile.compile import Options, build_study, cluster_max_array_size, compile_study, plan_study
+from maestro_compile.pipeline import Options, build_study, cluster_max_array_size, compile_study, plan_study
 from maestro_compile.plan import Capabilities, Dependency, Plan, plan_jobs
 
 CHAIN = """\

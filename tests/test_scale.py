@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from maestro_compile import emit, expand
-from maestro_compile.compile import Options, build_study, compile_study
+from maestro_compile.pipeline import Options, build_study, compile_study
 
 SWEEP = """\
 description: {{name: sweep, description: three steps and a funnel}}

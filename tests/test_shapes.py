@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from maestro_compile import compile as pipeline
+from maestro_compile import pipeline
 from maestro_compile import render
 from maestro_compile.backends import BACKENDS, get_backend
 from maestro_compile.model import Node

@@ -6,7 +6,7 @@ import pytest
 from maestro_compile.backends.slurm import SlurmBackend, expand_array_ids, parse_job_table
 from helpers import study_files
 from maestro_compile.states import NO_MARKERS, NativeStatus, Runtime, State, Verdict
-from maestro_compile.compile import Options, build_study
+from maestro_compile.pipeline import Options, build_study
 from maestro_compile.errors import CompileError
 from maestro_compile.plan import group_jobs
 

@@ -13,7 +13,7 @@ from helpers import write_study_spec
 from maestro_compile.backends.slurm import SlurmBackend
 from maestro_compile.states import (ACTIVE, ANCESTOR_FAILURES, ENDED, NO_MARKERS, RERUN, TERMINAL, NativeStatus,
                                     Runtime, State, Verdict, state_of)
-from maestro_compile.status import collect, finished, format_json, format_table
+from maestro_compile.status import collect, finished, format_json, format_table, make_report
 from maestro_compile.studydir import StudyDir, parse_markers
 
 SPEC = """\
@@ -139,7 +139,7 @@ def test_an_ended_run(study):
 def test_an_ended_run_as_json(study):
     simulate_ended_run(study)
     rows, runtime = collect(study)
-    document = json.loads(format_json(rows, runtime, study))
+    document = json.loads(format_json(make_report(study, rows, runtime)))
     assert set(document) == TOP_KEYS
     assert document["schema"] == 1
     assert (document["study"], document["backend"], document["directory"]) == ("sim", "local", str(study.path))
@@ -173,7 +173,7 @@ def test_a_running_study(study):
     assert [row.state for row in rows] == [State.FINISHED, State.RUNNING, State.PENDING, State.PENDING,
                                            State.PENDING]
     assert not finished(rows, runtime)
-    document = json.loads(format_json(rows, runtime, study))
+    document = json.loads(format_json(make_report(study, rows, runtime)))
     running = document["nodes"][1]
     assert running["end_time"] is None and running["run_seconds"] > 0 and running["elapsed_seconds"] > 0
     assert document["nodes"][2]["submit_time"] is None and document["nodes"][2]["elapsed_seconds"] is None
@@ -204,7 +204,7 @@ def test_a_cancelled_study(study):
         (State.CANCELLED, "study cancelled before the step started"),
         (State.CANCELLED, "study cancelled before the step started"),
     ]
-    assert json.loads(format_json(rows, runtime, study))["cancelled"] is True
+    assert json.loads(format_json(make_report(study, rows, runtime)))["cancelled"] is True
 
 
 def test_after_a_resubmit_nodes_not_run_again_keep_their_state(study):
@@ -385,6 +385,6 @@ def test_collect_on_a_slurm_study(tmp_path, monkeypatch):
         "squeue -h -t all -j 102 -o %i|%T|%r|",
     ]
     assert runtime.submitted and runtime.submitted_at == T0
-    document = json.loads(format_json(rows, runtime, study))
+    document = json.loads(format_json(make_report(study, rows, runtime)))
     assert document["backend"] == "slurm" and document["finished"] is False
     assert document["counts"] == {"FINISHED": 2, "FAILED": 1, "RUNNING": 1, "CANCELLED": 1}

@@ -27,7 +27,7 @@ def test_fast_layout_is_tabulates_simple_layout(monkeypatch):
 
 
 def test_big_status_table_matches_tabulate():
-    rows = [status.NodeStatus(name=f"simulate_X.{i}", step="simulate", workspace=f"simulate/X.{i}",
+    rows = [status.NodeStatus(name=f"simulate_X.{i}", step="simulate", relative_workspace=f"simulate/X.{i}",
                               state="FINISHED" if i % 7 else "FAILED", reason="" if i % 7 else "exit code 1",
                               job_id=f"{1000 + i // 5000}_{i % 5000}", submit=1.7e9, start=1.7e9 + i, end=1.7e9 + 2 * i)
             for i in range(status.FAST_TABLE_FROM + 10)]

@@ -10,7 +10,7 @@ from typing import List, Tuple
 
 import pytest
 
-from maestro_compile.compile import Options, build_study
+from maestro_compile.pipeline import Options, build_study
 from maestro_compile.errors import SpecError
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from maestro_compile import walltime
-from maestro_compile.compile import Options, build_study
+from maestro_compile.pipeline import Options, build_study
 from maestro_compile.errors import SpecError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,6 +10,9 @@ dependency order (parents first):
      "after": [0], "urgency": null, "release": null}
 
 "flux" is the `flux batch|submit` command line of the node (run it by hand with `flux ARGS`);
+a line with "gather" (the node it gathers for) is a gather job: `true`, waiting on up to
+batch.max_dependencies parents of a node that has more, so that no job has thousands of
+dependencies (flux-core accepts those slowly); its id goes to .maestro/gather.EPOCH.tsv;
 the submitter adds `--dependency=afterok:ID` for each job of "after" (their ids are known by
 then), `--urgency=hold` for a job without parents (a root) or `--urgency=N` from "urgency", and
 builds each jobspec with Flux's own `flux batch`/`flux submit` argument parsing, so a node is
@@ -200,7 +203,9 @@ def main(plan_path, ledger_path, epoch):
     ready = deque(job["job"] for job in plan if not job["after"])
     in_flight = deque()
     error = None
-    with open(ledger_path, "a", encoding="utf-8") as ledger:
+    state_dir = os.path.join(os.path.dirname(os.path.abspath(ledger_path)), ".maestro")
+    with open(ledger_path, "a", encoding="utf-8") as ledger, \
+            open(os.path.join(state_dir, f"gather.{epoch}.tsv"), "a", encoding="utf-8") as gathers:
         def collect():
             nonlocal error
             number, future = in_flight.popleft()
@@ -213,8 +218,9 @@ def main(plan_path, ledger_path, epoch):
                              f"  command: flux {' '.join(job['flux'])}")
                 return
             ids[number] = job_id
-            ledger.write(f"{epoch}\t{job['node']}\t{job_id}\n")
-            ledger.flush()
+            record = gathers if job.get("gather") else ledger    # jobs.tsv lists nodes only
+            record.write(f"{epoch}\t{job['node']}\t{job_id}\n")
+            record.flush()
             for child in children.get(number, ()):
                 waiting[child] -= 1
                 if waiting[child] == 0:
@@ -255,7 +261,7 @@ def main(plan_path, ledger_path, epoch):
     # every job is queued and recorded: say so before any root is released (`maestro submit`
     # adopts an interrupted submission that got this far instead of submitting it again)
     try:
-        with open(os.path.join(os.path.dirname(os.path.abspath(ledger_path)), ".maestro", "queued"), "w") as mark:
+        with open(os.path.join(state_dir, "queued"), "w") as mark:
             mark.write(f"{int(time.time())}\n")
     except OSError as exc:
         raise Stop(f"cannot write .maestro/queued: {exc.strerror}") from None
@@ -279,8 +285,9 @@ def main(plan_path, ledger_path, epoch):
             released()
     while in_flight:
         released()
-    print(f"submitted {len(ids)} Flux job(s) (0 array(s)) for {len(plan)} node(s); released {len(roots)} held "
-          f"root job(s)")
+    gathered = sum(1 for job in plan if job.get("gather"))
+    print(f"submitted {len(ids)} Flux job(s) (0 array(s)) for {len(plan) - gathered} node(s)"
+          + (f" and {gathered} gather job(s)" if gathered else "") + f"; released {len(roots)} held root job(s)")
 
 
 def each_in_flight(ids, request, label):

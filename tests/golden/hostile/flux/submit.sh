@@ -162,6 +162,8 @@ trap 'fail "interrupted"' INT TERM HUP
 # Jobs without parents are held (--urgency=hold) and released once everything is queued.
 load_submitted() {
     [[ -f $LEDGER ]] && mapfile -t SUBMITTED < <(cut -f3 "$LEDGER")
+    # gather jobs (see flux-plan.jsonl): not nodes, so recorded beside the ledger
+    [[ -f $STATE_DIR/gather.$NOW.tsv ]] && mapfile -t -O "${#SUBMITTED[@]}" SUBMITTED < <(cut -f3 "$STATE_DIR/gather.$NOW.tsv")
 }
 # in the background, so that a signal stops it at once (it records the ids of the requests in
 # flight and exits) and the rollback follows

@@ -12,7 +12,7 @@ from . import emit, plan, render, runner, schema, tokens
 from .backends import get_backend
 from .errors import CompileError, SpecError
 from .expand import check_resources, expand, make_safe
-from .load import load_spec
+from .load import RawSpec, load_spec
 from .model import Parameter, Spec, Study, Warnings
 from .parameters import cartesian as cartesian_product
 from .parameters import from_spec_block
@@ -21,7 +21,7 @@ from .pgen import load_generator, parse_pargs
 
 @dataclass
 class Options:
-    spec_path: Path
+    spec_path: Optional[Path]      # the spec file; None when raw_spec is given
     out_dir: Optional[Path] = None
     backend: Optional[str] = None
     pgen: Optional[Path] = None
@@ -34,6 +34,7 @@ class Options:
     retries: int = 0               # rerun a failed step inside its job up to this many times
     rlimit: int = 1                # restarts on timeout for steps with `restart` (0: unlimited)
     workspace_layout: str = "auto"  # auto | flat | sharded (see expand.LAYOUTS)
+    raw_spec: Optional[RawSpec] = None  # a spec already read (given in memory): used instead of spec_path
 
 
 @dataclass
@@ -51,7 +52,8 @@ def default_directory(spec: Spec, now: datetime.datetime) -> Path:
 def build_study(options: Options, now: Optional[datetime.datetime] = None) -> Study:
     """Everything up to (not including) rendering: pure apart from reading the spec and pgen."""
     warnings = Warnings()
-    spec = schema.validate(load_spec(options.spec_path), warnings, options.cartesian)
+    raw = options.raw_spec or load_spec(options.spec_path)
+    spec = schema.validate(raw, warnings, options.cartesian)
     backend_name = options.backend or str(spec.batch.get("type", "local"))
     try:
         backend = get_backend(backend_name)
@@ -70,7 +72,8 @@ def build_study(options: Options, now: Optional[datetime.datetime] = None) -> St
     nodes = plan.order(nodes)
     if options.strict and warnings.strict_messages:
         raise SpecError(warnings.strict_messages)
-    extra = {spec.path.name: str(spec.path)}
+    # an in-memory spec has no file to copy: compile_study writes its text
+    extra = {} if raw.in_memory else {spec.path.name: str(spec.path)}
     if options.pgen:
         extra[Path(options.pgen).name] = str(options.pgen)
     return Study(spec=spec, directory=directory, backend=backend_name, nodes=nodes, used_parameters=used,
@@ -124,6 +127,14 @@ def check_study(options: Options) -> Study:
     return study
 
 
+def _write_spec_copy(stage: Path, raw: RawSpec) -> None:
+    """The record of a spec given in memory: its YAML, where a spec file's copy would be."""
+    try:
+        (stage / raw.copy_name).write_text(raw.text, encoding="utf-8")
+    except OSError as exc:
+        raise CompileError(f"cannot write the study directory: {exc}") from None
+
+
 def compile_study(options: Options, now: Optional[datetime.datetime] = None,
                   progress: Callable[[int, int], None] = lambda done, total: None) -> Result:
     """Compile the spec into a new study directory; nothing is left behind on failure.
@@ -136,6 +147,8 @@ def compile_study(options: Options, now: Optional[datetime.datetime] = None,
     try:
         with emit.staging(study.directory) as stage:
             made_outside = tokens.clone_git_dependencies(study.spec, study.environment, study.directory, stage)
+            if study.spec.raw.in_memory:
+                _write_spec_copy(stage, study.spec.raw)
             emit.write_files(stage, rendered, {name: Path(src) for name, src in study.extra_files.items()},
                              progress)
             emit.publish(stage, study.directory)
