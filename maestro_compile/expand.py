@@ -61,6 +61,7 @@ class _Step:
     workspace_refs: List[str] = field(default_factory=list)
     used: Tuple[str, ...] = ()                          # parameter keys, sorted
     resources: Dict[str, Any] = field(default_factory=dict)        # run without cmd/restart/depends
+    tokenized: Tuple[str, ...] = ()                     # the keys of run whose values hold a "$(" token
     nodes: Dict[str, Node] = field(default_factory=dict)           # combo string -> node
     node_of_row: List[str] = field(default_factory=list)           # row -> combo string
     walltimes: Dict[Any, Optional[int]] = field(default_factory=dict)  # walltime value -> seconds
@@ -90,8 +91,10 @@ def expand(spec: Spec, env: Mapping[str, str], parameters: Sequence[Parameter], 
 
 def _prepare(step: StepSpec, env: Mapping[str, str]) -> _Step:
     run = substitute_all(dict(step.run), env)
+    tokenized = tuple(key for key, value in run.items() if any("$(" in text for text in _strings(value)))
     return _Step(spec=step, name=substitute_all(step.name, env),
-                 description=substitute_all(step.description, env), run=run, resources=_resources(run))
+                 description=substitute_all(step.description, env), run=run, resources=_resources(run),
+                 tokenized=tokenized)
 
 
 def _check_step_names(spec: Spec, steps: List[_Step]) -> None:
@@ -216,6 +219,15 @@ def _apply(value: Any, pairs: List[Tuple[str, str]]) -> Any:
     return value
 
 
+def _apply_to_keys(run: Dict[str, Any], keys: Sequence[str], pairs: List[Tuple[str, str]]) -> Dict[str, Any]:
+    """_apply(run, pairs) that visits only ``keys`` (the other values hold no token, so _apply
+    would give them back unchanged): a step's 10,000 nodes need not walk the whole run block."""
+    changed = {key: _apply(run[key], pairs) for key in keys}
+    if all(changed[key] is run[key] for key in keys):
+        return run
+    return {**run, **changed}
+
+
 def _instantiate(step: _Step, by_name: Dict[str, _Step], parameters: Sequence[Parameter], rows: int,
                  study_dir: Path, suffix: str, hashws: bool, layout: str, warnings: Warnings) -> None:
     if not step.used:
@@ -274,7 +286,7 @@ def _workspace_of(ref: _Step, step: _Step, row: Optional[int], study_dir: str) -
 def _make_node(step: _Step, by_name: Dict[str, _Step], parameters: Sequence[Parameter], row: Optional[int],
                combo: str, name: str, job_name: str, study_dir: Path, suffix: str, leaf: str = "") -> Node:
     pairs = _row_substitution(parameters, step.used, row) if row is not None else []
-    run = _apply(step.run, pairs)
+    run = _apply_to_keys(step.run, step.tokenized, pairs)
     workspace = f"{step.name}/{leaf}" if leaf else step.name
     texts = {}
     for key in TEXT_KEYS:
