@@ -120,7 +120,7 @@ def check_study(options: Options) -> Study:
     """Everything compile checks (rendering included), writing nothing."""
     study = build_study(options)
     backend = get_backend(study.backend)
-    rendered = render.render(study, backend, plan_study(study, backend), "")
+    rendered = render.render(study, backend, lambda: plan_study(study, backend), "")
     rendered.study_level()
     for _ in rendered.node_files(0, rendered.node_count):
         pass  # rendered and dropped: rendering finds the errors the templates' inputs can have
@@ -142,7 +142,7 @@ def compile_study(options: Options, now: Optional[datetime.datetime] = None,
     study = build_study(options, now)
     backend = get_backend(study.backend)
     created = (now or datetime.datetime.now()).isoformat(timespec="seconds")
-    rendered = render.render(study, backend, plan_study(study, backend), created)
+    rendered = render.render(study, backend, lambda: plan_study(study, backend), created)
     made_outside: List[Path] = []
     try:
         with emit.staging(study.directory) as stage:

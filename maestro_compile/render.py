@@ -4,7 +4,7 @@ from __future__ import annotations
 import shlex
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 import jinja2
 
@@ -117,9 +117,11 @@ def node_entry(node: Node) -> Dict[str, Any]:
             "depends": list(node.depends), "script": node.script, "log": log_base(node)}
 
 
-def render(study: Study, backend, plan, created: str) -> Rendered:
+def render(study: Study, backend, plan: Callable[[], Any], created: str) -> Rendered:
     """The node scripts (by slices of nodes, so that the emit pass can write them one at a time
-    or from several processes) and the study-level files and manifest, when asked for.
+    or from several processes) and the study-level files and manifest, when asked for. The
+    node scripts do not depend on the plan: ``plan()`` is called for the study-level files only,
+    while worker processes write the node scripts.
     Pure: the same study, plan and time give the same files on any machine."""
     template(f"{backend.name}/step.sh.j2")  # compiled once, before any worker starts
 
@@ -128,7 +130,7 @@ def render(study: Study, backend, plan, created: str) -> Rendered:
             yield node.script, File(backend.render_step(study, node), executable=True)
 
     def study_level() -> Tuple[Dict[str, File], Dict[str, Any]]:
-        study_files, extra = backend.render_study(study, plan)
+        study_files, extra = backend.render_study(study, plan())
         return study_files, manifest(study, created, extra)
     return Rendered(node_count=len(study.nodes), node_files=node_files, study_level=study_level)
 
