@@ -183,27 +183,73 @@ mark() {  # mark NODE_INDEX KEY VALUE: append a marker on the node's behalf
 
 # --- the launcher: a bash process of its own that starts the steps and reports their ends ---
 # The runner holds the whole plan (megabytes for a big study), and a fork copies the forking
-# process's memory map: the small launcher forks for the steps instead. It reads requests on fd 3,
-# one per line, "INDEX<TAB>NODE<TAB>WORKSPACE<TAB>SCRIPT<TAB>LOG" (paths relative to the study),
-# starts each step under a subshell that writes "INDEX EXIT_CODE" to the runner when the step ends,
-# and appends the step's line to the ledger.
+# process's memory map: the small launcher forks for the steps instead. It reads one request per
+# line on fd 3:
+#   INDEX<TAB>NODE<TAB>WORKSPACE<TAB>SCRIPT<TAB>LOG   start the step (paths relative to the study)
+#                                                    and append its line to the ledger (fd 5)
+#   wait                                             write "INDEX EXIT_CODE" when the next step ends
+# Bash 5.1 and later say which child ended (wait -n -p), so a step is one process; under older
+# bash (or with MAESTRO_RUNNER_SUBSHELLS=1, which the tests use) each step runs under a subshell
+# that writes its own "INDEX EXIT_CODE" line when the step ends, and "wait" does nothing.
 launch_steps() {
-    local study=$1 ledger=$2 i node workspace script log
+    local study=$1 ledger=$2 i node workspace script log one_process=0
+    local -A index_of=()
+    if (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 501 )) && [[ -z ${MAESTRO_RUNNER_SUBSHELLS:-} ]]; then
+        one_process=1
+    fi
     cd "$study" || exit 1
+    exec 5>>"$ledger" || exit 1
     while IFS=$'\t' read -r -u 3 i node workspace script log; do
-        {
-            ( cd "$workspace" && exec "$study/$script" >"$study/$log.out" 2>"$study/$log.err" )
-            echo "$i $?"
-        } 3<&- &
-        printf '%(%s)T\t%s\t%s\n' -1 "$node" "$!" >> "$ledger"
-        disown "$!"   # bash would keep every ended step in its job table, and search it at each end
+        if [[ $i == wait ]]; then
+            (( one_process )) && { report_end || exit 1; }
+            continue
+        fi
+        if (( one_process )); then
+            ( cd "$workspace" && exec "$study/$script" >"$study/$log.out" 2>"$study/$log.err" ) 3<&- 5>&- &
+            index_of[$!]=$i
+        else
+            {
+                ( cd "$workspace" && exec "$study/$script" >"$study/$log.out" 2>"$study/$log.err" )
+                echo "$i $?"
+            } 3<&- 5>&- &
+            disown "$!"   # bash would keep every ended step in its job table, and search it at each end
+        fi
+        printf '%(%s)T\t%s\t%s\n' -1 "$node" "$!" >&5
     done
+}
+
+# report_end (in the launcher): write "INDEX EXIT_CODE" of the next step to end. A step that has
+# ended may have been put aside by bash already, where `wait -n` no longer sees it but `wait PID`
+# does: those are asked for by pid first (kill -0 fails once a process is gone).
+report_end() {
+    local pid rc
+    for pid in "${!index_of[@]}"; do
+        kill -0 "$pid" 2>/dev/null && continue
+        wait "$pid"
+        rc=$?
+        break
+    done
+    if [[ -z ${rc:-} ]]; then
+        wait -n -p pid
+        rc=$?
+    fi
+    if [[ -z ${pid:-} || -z ${index_of[$pid]:-} ]]; then   # none of ours was left in bash's list
+        for pid in "${!index_of[@]}"; do
+            wait "$pid"
+            rc=$?
+            break
+        done
+    fi
+    [[ -n ${pid:-} && -n ${index_of[$pid]:-} ]] || return 1
+    echo "${index_of[$pid]} $rc"
+    unset 'index_of[$pid]'
 }
 
 start_launcher() {
     exec 4<&0   # the runner's stdin, which the steps get
     coproc LAUNCHER {
-        exec bash -c "$(declare -f launch_steps); launch_steps \"\$@\"" launcher "$STUDY_DIR" "$LEDGER" 3<&0 0<&4 4<&-
+        exec bash -c "$(declare -f launch_steps report_end); launch_steps \"\$@\"" launcher "$STUDY_DIR" "$LEDGER" \
+            3<&0 0<&4 4<&-
     }
     exec 4<&-
     TO_LAUNCHER=${LAUNCHER[1]} FROM_LAUNCHER=${LAUNCHER[0]}
@@ -218,6 +264,7 @@ start_node() {
 
 # wait_next: the index of the next step to end and its exit code, in ENDED and RC
 wait_next() {
+    echo wait >&"$TO_LAUNCHER"
     read -r -u "$FROM_LAUNCHER" ENDED RC
 }
 
@@ -334,7 +381,7 @@ run_dag() {
     done
     echo "$(date '+%F %T') study finished: $failed failed, $skipped not run because an ancestor failed"
     echo "$(date +%s) finished $failed $skipped" > "$STATE_DIR/runner.done"
-    (( failed == 0 ))
+    (( failed == 0 && remaining == 0 ))
 }
 
 if (( FOREGROUND )); then
