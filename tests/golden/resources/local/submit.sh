@@ -185,18 +185,18 @@ mark() {  # mark NODE_INDEX KEY VALUE: append a marker on the node's behalf
 # The runner holds the whole plan (megabytes for a big study), and a fork copies the forking
 # process's memory map: the small launcher forks for the steps instead. It reads one request per
 # line on fd 3:
-#   INDEX<TAB>NODE<TAB>WORKSPACE<TAB>SCRIPT<TAB>LOG   run the step (paths relative to the study);
-#                                                    its ledger line is appended when it starts (fd 5)
+#   INDEX<TAB>NODE<TAB>WORKSPACE<TAB>SCRIPT<TAB>LOG   start the step (paths relative to the study)
+#                                                    and append its line to the ledger (fd 5)
 #   wait                                             write "INDEX EXIT_CODE" when the next step ends
-# Bash 5.1 and later say which child ended (wait -n -p): a step is then one process, and the
-# launcher keeps up to JOBS of them running and the runner's next requests queued, so that when a
-# step ends the next one starts at once. Under older bash (or with MAESTRO_RUNNER_SUBSHELLS=1,
-# which the tests use) each step runs under a subshell that writes its own "INDEX EXIT_CODE" line
-# when the step ends, "wait" does nothing, and the runner sends no more than JOBS at a time.
+# Bash 5.1 and later say which child ended (wait -n -p), so a step is one process; under older
+# bash (or with MAESTRO_RUNNER_SUBSHELLS=1, which the tests use) each step runs under a subshell
+# that writes its own "INDEX EXIT_CODE" line when the step ends, and "wait" does nothing.
 launch_steps() {
-    local study=$1 ledger=$2 jobs=$3 one_process=$4 running=0 first=0 last=0 i node workspace script log
-    local -a q_index=() q_node=() q_workspace=() q_script=() q_log=()   # requests [first, last) not started yet
+    local study=$1 ledger=$2 i node workspace script log one_process=0
     local -A index_of=()
+    if (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 501 )) && [[ -z ${MAESTRO_RUNNER_SUBSHELLS:-} ]]; then
+        one_process=1
+    fi
     cd "$study" || exit 1
     exec 5>>"$ledger" || exit 1
     while IFS=$'\t' read -r -u 3 i node workspace script log; do
@@ -204,36 +204,23 @@ launch_steps() {
             (( one_process )) && { report_end || exit 1; }
             continue
         fi
-        if (( ! one_process )); then
+        if (( one_process )); then
+            ( cd "$workspace" && exec "$study/$script" >"$study/$log.out" 2>"$study/$log.err" ) 3<&- 5>&- &
+            index_of[$!]=$i
+        else
             {
                 ( cd "$workspace" && exec "$study/$script" >"$study/$log.out" 2>"$study/$log.err" )
                 echo "$i $?"
             } 3<&- 5>&- &
             disown "$!"   # bash would keep every ended step in its job table, and search it at each end
-            printf '%(%s)T\t%s\t%s\n' -1 "$node" "$!" >&5
-            continue
         fi
-        q_index[last]=$i q_node[last]=$node q_workspace[last]=$workspace q_script[last]=$script q_log[last]=$log
-        (( last += 1 ))
-        (( running < jobs )) && start_queued
+        printf '%(%s)T\t%s\t%s\n' -1 "$node" "$!" >&5
     done
 }
 
-# start_queued (in the launcher): start the first queued step
-start_queued() {
-    local k=$first
-    ( cd "${q_workspace[k]}" && exec "$study/${q_script[k]}" >"$study/${q_log[k]}.out" 2>"$study/${q_log[k]}.err" ) \
-        3<&- 5>&- &
-    index_of[$!]=${q_index[k]}
-    printf '%(%s)T\t%s\t%s\n' -1 "${q_node[k]}" "$!" >&5
-    unset 'q_index[k]' 'q_node[k]' 'q_workspace[k]' 'q_script[k]' 'q_log[k]'
-    (( first += 1, running += 1 ))
-}
-
-# report_end (in the launcher): write "INDEX EXIT_CODE" of the next step to end, once the next
-# queued step has started. A step that has ended may have been put aside by bash already, where
-# `wait -n` no longer sees it but `wait PID` does: those are asked for by pid first (kill -0 fails
-# once a process is gone).
+# report_end (in the launcher): write "INDEX EXIT_CODE" of the next step to end. A step that has
+# ended may have been put aside by bash already, where `wait -n` no longer sees it but `wait PID`
+# does: those are asked for by pid first (kill -0 fails once a process is gone).
 report_end() {
     local pid rc
     for pid in "${!index_of[@]}"; do
@@ -254,40 +241,30 @@ report_end() {
         done
     fi
     [[ -n ${pid:-} && -n ${index_of[$pid]:-} ]] || return 1
-    (( running -= 1 ))
-    (( first < last )) && start_queued
     echo "${index_of[$pid]} $rc"
     unset 'index_of[$pid]'
 }
 
 start_launcher() {
-    # the launcher's way (see above), and how many steps the runner may hand it at once
-    if (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 501 )) && [[ -z ${MAESTRO_RUNNER_SUBSHELLS:-} ]]; then
-        ONE_PROCESS=1 IN_FLIGHT=$(( 2 * JOBS ))
-    else
-        ONE_PROCESS=0 IN_FLIGHT=$JOBS
-    fi
     exec 4<&0   # the runner's stdin, which the steps get
     coproc LAUNCHER {
-        exec bash -c "$(declare -f launch_steps start_queued report_end); launch_steps \"\$@\"" launcher \
-            "$STUDY_DIR" "$LEDGER" "$JOBS" "$ONE_PROCESS" 3<&0 0<&4 4<&-
+        exec bash -c "$(declare -f launch_steps report_end); launch_steps \"\$@\"" launcher "$STUDY_DIR" "$LEDGER" \
+            3<&0 0<&4 4<&-
     }
     exec 4<&-
     TO_LAUNCHER=${LAUNCHER[1]} FROM_LAUNCHER=${LAUNCHER[0]}
 }
 
-start_node() {  # the request goes to the launcher with the next "wait" (one write)
-    local i=$1 request
-    printf -v request '%s\t%s\t%s\t%s\t%s\n' "$i" "${NODES[i]}" "${WORKSPACES[i]}" "${SCRIPTS[i]}" "${LOGS[i]}"
-    REQUESTS+=$request
+start_node() {
+    local i=$1
+    printf '%s\t%s\t%s\t%s\t%s\n' "$i" "${NODES[i]}" "${WORKSPACES[i]}" "${SCRIPTS[i]}" "${LOGS[i]}" >&"$TO_LAUNCHER"
     STATE[$i]=R
     (( running += 1 ))
 }
 
 # wait_next: the index of the next step to end and its exit code, in ENDED and RC
 wait_next() {
-    printf '%swait\n' "$REQUESTS" >&"$TO_LAUNCHER"
-    REQUESTS=""
+    echo wait >&"$TO_LAUNCHER"
     read -r -u "$FROM_LAUNCHER" ENDED RC
 }
 
@@ -382,10 +359,9 @@ run_dag() {
     done
     echo "$(date '+%F %T') runner $$ starts $remaining step(s), up to $JOBS at a time"
     trap cancel TERM INT HUP
-    REQUESTS=""
     start_launcher
     while (( remaining > 0 )); do
-        while (( running < IN_FLIGHT && head < ${#READY[@]} )); do
+        while (( running < JOBS && head < ${#READY[@]} )); do
             start_node "${READY[head]}"
             (( head += 1 ))
         done
