@@ -18,9 +18,12 @@ resident set size from wait4(2) (what `/usr/bin/time -v` reports). Output direct
 removed between runs (not timed), after an fsync of the file system, so that one run's
 write-back does not land in the next one's time.
 
+With --baseline DIR (another checkout, e.g. `git archive <commit> | tar -x -C DIR`), that version's
+`maestro compile` is measured in the same rounds too.
+
 Usage:
   python3 benchmarks/compile_scale.py [--points 1000,10000,100000] [--rounds 3]
-                                      [--maestrowf-max 10000] [--venv DIR] [--work DIR]
+                                      [--maestrowf-max 10000] [--venv DIR] [--work DIR] [--baseline DIR]
 Prints a Markdown table; docs/performance.md keeps the numbers of the reference machine.
 """
 from __future__ import annotations
@@ -94,12 +97,12 @@ def ensure_maestrowf(venv: Path) -> Path:
 CHECKOUT = Path(__file__).resolve().parent.parent
 
 
-def checkout_environment() -> Dict[str, str]:
-    """This checkout first on the path, its bytecode compiled beforehand (as an installed package
+def checkout_environment(checkout: Path = CHECKOUT) -> Dict[str, str]:
+    """The checkout first on the path, its bytecode compiled beforehand (as an installed package
     has it: with PYTHONDONTWRITEBYTECODE set, every run would compile the sources again)."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(CHECKOUT / "maestro_compile")], check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(checkout / "maestro_compile")], check=True)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout), env.get("PYTHONPATH")]))
     return env
 
 
@@ -134,7 +137,8 @@ def listing_of(tree: Path, out: Path) -> int:
     return len(entries)
 
 
-def bench_size(points: int, rounds: int, work: Path, maestrowf: Optional[Path]) -> List[Dict]:
+def bench_size(points: int, rounds: int, work: Path, maestrowf: Optional[Path],
+               baseline: Optional[Path] = None) -> List[Dict]:
     spec = work / f"sweep_{points}.yaml"
     spec.write_text(sweep_spec(points))
     listing = work / f"listing_{points}.tsv"
@@ -148,9 +152,13 @@ def bench_size(points: int, rounds: int, work: Path, maestrowf: Optional[Path]) 
     }
     if maestrowf:
         programs["maestrowf"] = lambda out: [str(maestrowf), "run", "--dry", "-fg", "-y", "-o", str(out), str(spec)]
+    ours = checkout_environment()
+    environments = {name: ours for name in programs}
+    if baseline:   # an earlier version, the same command lines
+        environments["maestro_compile (baseline)"] = checkout_environment(baseline)
+        programs["maestro_compile (baseline)"] = programs["maestro_compile"]
     results: Dict[str, List[Tuple[float, float]]] = {name: [] for name in programs}
     files = 0
-    env = checkout_environment()
     for round_no in range(rounds):
         names = list(programs)
         if round_no == 0:   # the floor needs maestro_compile's tree first
@@ -161,7 +169,7 @@ def bench_size(points: int, rounds: int, work: Path, maestrowf: Optional[Path]) 
             names = names[shift:] + names[:shift]
         for name in names:
             out = work / f"out_{name}_{points}"
-            results[name].append(measure(programs[name](out), work, env))
+            results[name].append(measure(programs[name](out), work, environments[name]))
             if name == "maestro_compile" and round_no == 0:   # (first in round 1, see above)
                 files = listing_of(out, listing)
             shutil.rmtree(out)
@@ -200,6 +208,8 @@ def main() -> None:
     parser.add_argument("--venv", type=Path, default=Path(tempfile.gettempdir()) / "maestrowf-1.2.1-venv",
                         help="virtual environment for maestrowf (created if missing)")
     parser.add_argument("--work", type=Path, help="scratch directory (default: a new temporary one)")
+    parser.add_argument("--baseline", type=Path, help="another checkout of maestro_compile (an earlier "
+                        "version, e.g. from `git archive`) measured in the same rounds")
     args = parser.parse_args()
     sizes = [int(p) for p in args.points.split(",")]
     maestrowf = ensure_maestrowf(args.venv) if args.maestrowf_max and min(sizes) <= args.maestrowf_max else None
@@ -209,7 +219,7 @@ def main() -> None:
     try:
         for points in sizes:
             use = maestrowf if maestrowf and points <= args.maestrowf_max else None
-            rows += bench_size(points, args.rounds, work, use)
+            rows += bench_size(points, args.rounds, work, use, args.baseline and args.baseline.resolve())
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

@@ -9,16 +9,21 @@ the same round, in a rotating order:
   steps at once, a ledger line per start, each step's output in <log>.out/.err);
 - floor: the same node scripts run wave by wave (a wave: the nodes whose parents are all in
   earlier waves) by `xargs -P J -n 1`, each script started by xargs with its output thrown away
-  (xargs runs the scripts' #! interpreter with the script). It does the least that runs the same scripts in a dependency order: no ledger, no
-  .out/.err files, no bookkeeping, and each wave waits for the slowest script of the previous one.
+  (xargs runs the scripts' #! interpreter with the script). It does the least that runs the same
+  scripts in a dependency order: no ledger, no .out/.err files, no bookkeeping, and each wave
+  waits for the slowest script of the previous one.
 
 Both run a freshly compiled copy of the study (the scripts hold the study's absolute path, so a
 copy cannot be reused; compiling is not timed) and must leave every node with EXIT_CODE=0. Wall
 time is measured around each run; the load average of the machine is printed with each run,
 since the two cores are shared.
 
+With --baseline DIR (another checkout, e.g. `git archive <commit> | tar -x -C DIR`), that version's
+runner and the floor running that version's step scripts are measured in the same rounds too; its
+rows are compared with its own floor.
+
 Usage:
-  python3 benchmarks/local_run.py [--points 1000] [--rounds 3] [--jobs 2] [--work DIR]
+  python3 benchmarks/local_run.py [--points 1000] [--rounds 3] [--jobs 2] [--work DIR] [--baseline DIR]
   python3 benchmarks/local_run.py --points 10000 --rounds 1      # 30,001 nodes: the linearity check
 Prints a Markdown table; docs/performance.md keeps the numbers of the reference machine.
 """
@@ -34,7 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 
@@ -65,17 +70,18 @@ global.parameters:
 """
 
 
-def environment() -> Dict[str, str]:
+def environment(checkout: Path) -> Dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout), env.get("PYTHONPATH")]))
     return env
 
 
-def compile_study(spec: Path, study: Path) -> None:
+def compile_study(spec: Path, study: Path, checkout: Path) -> None:
     if study.exists():
         shutil.rmtree(study)
+    # run from the scratch directory: `python -m` puts the current directory first on the path
     subprocess.run([sys.executable, "-m", "maestro_compile", "compile", str(spec), "-o", str(study)],
-                   check=True, stdout=subprocess.DEVNULL, env=environment())
+                   check=True, stdout=subprocess.DEVNULL, env=environment(checkout), cwd=str(spec.parent))
 
 
 def waves(study: Path) -> List[List[str]]:
@@ -122,19 +128,23 @@ def check_all_finished(study: Path) -> None:
             sys.exit(f"{name} did not finish: {markers!r}")
 
 
-def bench_size(points: int, rounds: int, jobs: int, work: Path) -> List[Dict]:
+def bench_size(points: int, rounds: int, jobs: int, work: Path, baseline: Optional[Path]) -> List[Dict]:
     spec = work / f"local_{points}.yaml"
     spec.write_text(sweep_spec(points))
     study = work / f"study_{points}"
-    programs = {"runner": run_runner, "floor": run_floor}
+    programs = {"runner": (CHECKOUT, run_runner), "floor": (CHECKOUT, run_floor)}
+    if baseline:   # another version's scripts: its runner, and the floor running its step scripts
+        programs.update({"runner (baseline)": (baseline, run_runner), "floor (baseline)": (baseline, run_floor)})
     results: Dict[str, List[float]] = {name: [] for name in programs}
     for round_no in range(rounds):
         names = list(programs)
-        names = names[round_no % 2:] + names[:round_no % 2]
+        shift = round_no % len(names)
+        names = names[shift:] + names[:shift]
         for name in names:
-            compile_study(spec, study)
+            checkout, run = programs[name]
+            compile_study(spec, study, checkout)
             load = os.getloadavg()[0]
-            seconds = programs[name](study, jobs)
+            seconds = run(study, jobs)
             check_all_finished(study)
             results[name].append(seconds)
             print(f"{points} points, round {round_no + 1}: {name} {seconds:.2f} s "
@@ -148,7 +158,8 @@ def table(rows: List[Dict], jobs: int) -> str:
     lines = [f"| points | nodes | program (--jobs {jobs}) | wall time per round (s) | median (s) | ms per node "
              "| vs floor |", "|---|---|---|---|---|---|---|"]
     for row in rows:
-        floor = next(r for r in rows if r["points"] == row["points"] and r["program"] == "floor")["seconds"]
+        floor_name = "floor (baseline)" if row["program"].endswith("(baseline)") else "floor"
+        floor = next(r for r in rows if r["points"] == row["points"] and r["program"] == floor_name)["seconds"]
         lines.append(f"| {row['points']:,} | {row['nodes']:,} | {row['program']} | "
                      f"{', '.join(f'{t:.2f}' for t in row['times'])} | {row['seconds']:.2f} | "
                      f"{1000 * row['seconds'] / row['nodes']:.2f} | {row['seconds'] / floor:.2f} |")
@@ -161,13 +172,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2, help="steps at once, for both (default 2)")
     parser.add_argument("--work", type=Path, help="scratch directory (default: a new temporary one)")
+    parser.add_argument("--baseline", type=Path, help="another checkout of maestro_compile (an earlier "
+                        "version, e.g. from `git archive`) measured in the same rounds")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="maestro-local-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     rows: List[Dict] = []
     try:
         for points in (int(p) for p in args.points.split(",")):
-            rows += bench_size(points, args.rounds, args.jobs, work)
+            rows += bench_size(points, args.rounds, args.jobs, work, args.baseline and args.baseline.resolve())
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
