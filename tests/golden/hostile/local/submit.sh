@@ -217,7 +217,8 @@ mark() {  # mark NODE_INDEX KEY VALUE: append a marker on the node's behalf
     printf '%s=%s\n' "$2" "$3" >> "$STUDY_DIR/${LOGS[$1]}.status"
 }
 
-# --- the launcher: a bash process of its own that starts the steps and reports their ends ---
+# --- the launcher: a bash process of its own (the runner's bash) that starts the steps and
+# reports their ends ---
 # The runner holds the whole plan (megabytes for a big study), and a fork copies the forking
 # process's memory map: the small launcher forks for the steps instead. It reads one request per
 # line on fd 3:
@@ -284,7 +285,7 @@ report_end() {
 start_launcher() {
     exec 4<&0   # the runner's stdin, which the steps get
     coproc LAUNCHER {
-        exec bash -c "$(declare -f launch_steps report_end); launch_steps \"\$@\"" launcher "$STUDY_DIR" "$LEDGER" \
+        exec "$BASH" -c "$(declare -f launch_steps report_end); launch_steps \"\$@\"" launcher "$STUDY_DIR" "$LEDGER" \
             3<&0 0<&4 4<&-
     }
     exec 4<&-
