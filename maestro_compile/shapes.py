@@ -9,11 +9,12 @@ would give, byte for byte: a hole holds ``str(filter_n(...filter_1(value)))``, w
 Jinja2 prints for ``{{ value | filter_1 | ... | filter_n }}``.
 
 That holds while the template only *prints* per-node values or passes them through the
-shape-aware filters (``sh``, ``comment``). Anything else (a test, a comparison, ``if``, another
-filter, ``~``) makes a Slot raise, and nodes of that kind are rendered whole by Jinja2 as before.
-The values the template may branch on (the shell, the retries, whether ``restart`` is None, the
-number of directives) are part of the kind, so each combination gets its own shape; the first
-node of every shape is also rendered whole and compared, and a difference disables the shape.
+shape-aware filters (``sh``, ``comment``). Anything else makes a Slot raise (a comparison, ``if``,
+another filter, ``~``), and nodes of that kind are rendered whole by Jinja2 as before. The values
+the template may branch on (the shell, the retries, whether ``restart`` is None, the number of
+directives; every value not named per-node) are part of the kind, so each combination gets its
+own shape. The first node of every shape is also rendered whole and compared, which catches what
+cannot raise (a test such as ``is string``): a difference disables the shape.
 """
 from __future__ import annotations
 

@@ -75,11 +75,14 @@ def read_directives(script: Path, prefix: str) -> List[str]:
     return split_user_directives("\n".join(lines[1:]), prefix)[0]   # the same rule as in a cmd; after the shebang
 
 
-@lru_cache(maxsize=4096)   # a step's nodes share their description and the study its tag
 def directive_value(value: Any) -> str:
     """A value inside "...": one line, with quotes and backslashes escaped."""
-    text = " ".join(str(value).splitlines())
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+    return _directive_text(str(value))
+
+
+@lru_cache(maxsize=4096)   # a step's nodes share their description, the study its tag
+def _directive_text(text: str) -> str:
+    return " ".join(text.splitlines()).replace("\\", "\\\\").replace('"', '\\"')
 
 
 def truthy(value: Any) -> bool:
