@@ -181,3 +181,10 @@ def test_cancelled_reason_names_an_ancestor_failed_by_its_markers_before_account
     assert backend.judge("report", NO_MARKERS, True, runtime) == Verdict(State.CANCELLED, "")
     runtime.shown["work"] = State.FAILED
     assert backend.judge("report", NO_MARKERS, True, runtime) == Verdict(State.CANCELLED, "ancestor work failed")
+
+
+def test_a_directive_value_that_is_not_text_is_written_as_its_text():
+    from maestro_compile.backends.scheduled import directive_value
+    assert directive_value(["a", 1]) == "['a', 1]"      # not hashable: the cache takes its text
+    assert directive_value('say "hi"\nthere\\') == 'say \\"hi\\" there\\\\'
+    assert directive_value(7) == "7"
