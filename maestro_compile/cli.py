@@ -62,6 +62,11 @@ def _spec_options(parser: argparse.ArgumentParser, with_out: bool = True) -> Non
     parser.add_argument("--max-array-size", type=_positive, default=0, metavar="N",
                         help="schedulers: split job arrays into chunks of at most N tasks "
                              "(default: the cluster's MaxArraySize, read with scontrol)")
+    parser.add_argument("--bundle", type=_positive, default=0, metavar="K",
+                        help="schedulers: run K nodes of a step in one job (a bundle); see docs/big-sweeps.md")
+    parser.add_argument("--max-queued", type=_positive, default=0, metavar="N",
+                        help="schedulers: bundle nodes so that at most N jobs are queued at once (default: "
+                             "the cluster's MaxSubmitJobs, read with sacctmgr; none: one job per node)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -154,7 +159,8 @@ def _options(args: argparse.Namespace) -> Options:
     return Options(spec_path=args.spec, out_dir=getattr(args, "out", None), backend=args.backend,
                    pgen=args.pgen, pargs=args.pargs, hashws=args.hashws, cartesian=args.cartesian,
                    strict=args.strict, throttle=args.throttle, max_array_size=args.max_array_size,
-                   retries=args.retries, rlimit=args.rlimit, workspace_layout=args.workspace_layout)
+                   retries=args.retries, rlimit=args.rlimit, workspace_layout=args.workspace_layout,
+                   bundle=args.bundle, max_queued=args.max_queued)
 
 
 def _warn(messages: List[str]) -> None:
@@ -163,7 +169,10 @@ def _warn(messages: List[str]) -> None:
 
 def _compile(args: argparse.Namespace):
     with Progress("writing node scripts") as progress:
-        return compile_study(_options(args), progress=progress)
+        result = compile_study(_options(args), progress=progress)
+    for note in result.notes:
+        print(note)
+    return result
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
