@@ -103,7 +103,11 @@ def cluster_queue_limit(backend, study: Study) -> int:
     commands = backend.queue_limit_commands(_user())
     if not commands or not runner.available(commands[0].argv[0]):
         return 0
-    texts = [runner.run(command) for command in commands]
+    texts = []
+    for command in commands:
+        texts.append(runner.run(command))
+        if not texts[-1].strip():
+            return 0    # no answer (no accounting, slurmdbd out of reach): do not wait for the others
     return backend.parse_queue_limit(texts, study.spec.batch) or 0
 
 
