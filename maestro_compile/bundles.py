@@ -163,5 +163,10 @@ def choose_for(nodes: Sequence[Node], capabilities: Capabilities, array_key: Cal
     same_header = header_check(capabilities, array_key)
     by_step = steps_of(nodes)
     can_bundle = {step: bundleable(members, same_header) for step, members in by_step.items()}
+    refused = [step for step in fixed if step in by_step and len(by_step[step]) > 1 and not can_bundle[step]]
+    if refused:
+        raise CompileError(f"step '{refused[0]}' has `bundle: {fixed[refused[0]]}` but its nodes cannot share one job: "
+                           f"they have different scheduler headers (resources, directives) or a `restart`; "
+                           f"remove its `bundle` key")
     return choose({step: len(members) for step, members in by_step.items()}, can_bundle, fixed,
                   default if default > 1 else 0, max_queued, limit_source)

@@ -117,11 +117,6 @@ class Plan:
     def largest_array(self) -> int:
         return max((job.tasks for job in self.jobs if job.array), default=0)
 
-    @property
-    def queued(self) -> int:
-        """Jobs in the queue once everything is submitted (array tasks count one each)."""
-        return sum(job.tasks for job in self.jobs)
-
 
 def plan_jobs(nodes: Sequence[Node], capabilities: Capabilities, max_array_size: int,
               array_key: Callable[[Node], Any]) -> Plan:

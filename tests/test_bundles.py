@@ -163,6 +163,12 @@ def test_a_restart_step_below_bundles_is_refused(tmp_path):
         compiled(tmp_path, body.replace("echo prep $(X) > out.txt", "echo prep $(X) > out.txt\n              bundle: 2"))
 
 
+def test_a_bundle_key_on_a_step_that_cannot_be_bundled_is_refused(tmp_path):
+    body = sweep(4, simulate_run="\n              restart: echo again\n              bundle: 2")
+    with pytest.raises(CompileError, match="step 'simulate' has `bundle: 2` but its nodes cannot share one job"):
+        compiled(tmp_path, body, max_queued=1000)
+
+
 def test_the_bundle_key_is_validated(tmp_path):
     for bad in ("0", "two", "1.5"):
         spec = write_study_spec(tmp_path, "bad", sweep(2).replace('cmd: echo prep $(X) > out.txt',
@@ -302,6 +308,10 @@ def judge(markers_text: str, native, bundled: bool = True, parents=(), shown=Non
     ("START=1\n", NativeStatus("RUNNING"), (State.RUNNING, "")),
     ("START=1\n", NativeStatus("TIMEOUT"), (State.TIMEDOUT, "its bundle ended (TIMEOUT) while the node ran")),
     ("", NativeStatus("TIMEOUT"), (State.CANCELLED, "its bundle ended (TIMEOUT) before the node started")),
+    ("START=1\nSIGNAL=TERM\nEND=2\nEXIT_CODE=143\n", NativeStatus("CANCELLED by 0"),
+     (State.CANCELLED, "its bundle was stopped (CANCELLED by 0) while the node ran")),
+    ("START=1\nSIGNAL=TERM\nEND=2\nEXIT_CODE=143\n", NativeStatus("TIMEOUT"),
+     (State.TIMEDOUT, "its bundle was stopped (TIMEOUT) while the node ran")),
     ("START=1\nEND=2\nEXIT_CODE=0\n", None, (State.FINISHED, "")),
 ])
 def test_a_bundled_node_is_judged_by_its_markers_first(text, native, expected):

@@ -309,7 +309,7 @@ class ScheduledBackend(Backend):
 
         def script(job: Job) -> str:
             return scripts[job.index] if job.bundles else self.array_script(job) if job.array else job.nodes[0].script
-        extra = {"jobs": [{"step": j.step, "array": j.array, "tasks": j.tasks if j.array else len(j.nodes),
+        extra = {"jobs": [{"step": j.step, "array": j.array, "tasks": j.tasks,
                            "script": script(j),
                            **({"bundles": [len(b) for b in j.bundles]} if j.bundles else {}),
                            "depends": [{"job": d.job, "kind": d.kind, **({"task": d.task} if d.task is not None else {})}
@@ -475,6 +475,9 @@ class ScheduledBackend(Backend):
         if "SKIPPED" in markers:
             return Verdict(State.CANCELLED, markers.get("REASON", "an ancestor failed"))
         by_markers = markers.outcome()
+        stopped = self.native_state(native) if native is not None else None
+        if "SIGNAL" in markers and stopped in (State.CANCELLED, State.TIMEDOUT, State.PREEMPTED, State.NODE_FAIL):
+            return Verdict(stopped, f"its bundle was stopped ({native.state}) while the node ran")
         if by_markers is not None and by_markers.state != State.RUNNING:
             return by_markers
         if native is None:
