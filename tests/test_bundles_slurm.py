@@ -135,3 +135,17 @@ def test_a_1000_point_sweep_fits_the_cluster_s_limit_of_50_queued_jobs(studies):
     assert sorted(runs(spec)) == sorted([f"{s}_{x}" for s in ("prepare", "simulate", "analyze") for x in range(1000)]
                                         + ["collect"])
     assert len(ledger(study)) == 3001
+
+
+def test_cancel_stops_the_bundles_and_every_node_shows_cancelled(studies):
+    body = sweep(4).replace("echo $(X) > out.txt", "echo $(X) > out.txt; sleep 300")
+    spec = studies.spec("stop", body)
+    study = studies.compile(spec, "--bundle", "2", name="stop")
+    studies.submit(study)
+    from helpers import wait_until
+    wait_until(lambda: status(study)["prepare_X.0"]["state"] == "RUNNING", "prepare_X.0 to run", 120)
+    ok(maestro("cancel", study))
+    nodes = wait_for_states(study, {name: "CANCELLED" for name in status(study)}, timeout=120)
+    assert "while the node ran" in nodes["prepare_X.0"]["reason"], describe(nodes)
+    assert not subprocess.run(["squeue", "-h", "-j", ",".join({n["job_id"].split("_")[0] for n in nodes.values()})],
+                              capture_output=True, text=True).stdout.strip()
