@@ -88,7 +88,8 @@ def describe(counts: Mapping[str, int], sizes: Mapping[str, int], total: int, ma
             by_size.setdefault(size, []).append(step)
     if not by_size:
         return ""
-    parts = "; ".join(f"{size} node(s) per job for step(s) {', '.join(steps)}" for size, steps in sorted(by_size.items()))
+    parts = "; ".join(f"{size} node(s) per job for step(s) {', '.join(steps)}"
+                      for size, steps in sorted(by_size.items()))
     limit = f"at most {max_queued} queued job(s) ({limit_source}): " if max_queued else ""
     return f"bundles: {limit}{parts} ({total} job(s) queued for {sum(counts.values())} node(s))"
 

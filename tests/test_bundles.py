@@ -3,7 +3,6 @@ plan of bundle jobs, the rendered scripts, the bundle script's own logic run by 
 limit read from sacctmgr's output, status of bundled nodes, and the backends that refuse bundles."""
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import random
@@ -15,9 +14,9 @@ import pytest
 from helpers import maestro, write_study_spec
 from maestro_compile.backends.slurm import SlurmBackend
 from maestro_compile.bundles import choose, jobs_needed
-from maestro_compile.compile import Options, build_study, compile_study, plan_study
+from maestro_compile.compile import Options, build_study, compile_study
 from maestro_compile.errors import CompileError, SpecError
-from maestro_compile.states import Markers, NativeStatus, Runtime, State
+from maestro_compile.states import NativeStatus, Runtime, State
 from maestro_compile.studydir import parse_markers
 
 
@@ -119,7 +118,8 @@ def test_bundle_by_hand_and_a_step_s_own_key(tmp_path):
     manifest = json.loads((result.directory / "study.json").read_text())
     assert manifest["bundles"] == {"prepare": 3, "simulate": 3, "analyze": 5, "collect": 1}
     assert result.notes == ["bundles: at most 1000 queued job(s) (--max-queued): 3 node(s) per job for step(s) "
-                            "prepare, simulate; 5 node(s) per job for step(s) analyze (11 job(s) queued for 31 node(s))"]
+                            "prepare, simulate; 5 node(s) per job for step(s) analyze "
+                            "(11 job(s) queued for 31 node(s))"]
 
 
 # --- the plan ---
@@ -160,7 +160,8 @@ def test_unaligned_bundles_wait_for_the_parent_tasks_that_hold_their_parents(tmp
 def test_a_restart_step_below_bundles_is_refused(tmp_path):
     body = sweep(4, simulate_run="\n              restart: echo again")
     with pytest.raises(CompileError, match="step 'simulate' has a `restart` and runs after bundled steps"):
-        compiled(tmp_path, body.replace("echo prep $(X) > out.txt", "echo prep $(X) > out.txt\n              bundle: 2"))
+        compiled(tmp_path, body.replace("echo prep $(X) > out.txt",
+                                        "echo prep $(X) > out.txt\n              bundle: 2"))
 
 
 def test_a_bundle_key_on_a_step_that_cannot_be_bundled_is_refused(tmp_path):
@@ -171,8 +172,9 @@ def test_a_bundle_key_on_a_step_that_cannot_be_bundled_is_refused(tmp_path):
 
 def test_the_bundle_key_is_validated(tmp_path):
     for bad in ("0", "two", "1.5"):
-        spec = write_study_spec(tmp_path, "bad", sweep(2).replace('cmd: echo prep $(X) > out.txt',
-                                                                 f'cmd: echo prep $(X) > out.txt\n              bundle: {bad}'))
+        body = sweep(2).replace("cmd: echo prep $(X) > out.txt",
+                                f"cmd: echo prep $(X) > out.txt\n              bundle: {bad}")
+        spec = write_study_spec(tmp_path, "bad", body)
         with pytest.raises(SpecError, match=r"study\[0\]\.run\.bundle.*expected an integer >= 1"):
             build_study(Options(spec_path=spec, out_dir=tmp_path / "out"))
 
@@ -196,7 +198,8 @@ def test_the_cli_says_what_it_chose(tmp_path):
                      "--max-queued", "40")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == ("bundles: at most 40 queued job(s) (--max-queued): 8 node(s) per job "
-                                             "for step(s) prepare, simulate, analyze (40 job(s) queued for 301 node(s))")
+                                             "for step(s) prepare, simulate, analyze "
+                                             "(40 job(s) queued for 301 node(s))")
 
 
 # --- the bundle script, run by hand as Slurm would run task i ---

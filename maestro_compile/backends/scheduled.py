@@ -200,9 +200,11 @@ class ScheduledBackend(Backend):
     def render_study(self, study: Study, plan: Plan) -> Tuple[Dict[str, File], Dict[str, Any]]:
         files: Dict[str, File] = {}
         scripts = bundle_scripts(plan, self.script_suffix)
+        nodes = {node.name: (i, node) for i, node in enumerate(study.nodes)} if scripts else {}
         for job in plan.jobs:
             if job.bundles:
-                files[scripts[job.index]] = File(self.render_bundle(study, job, scripts[job.index]), executable=True)
+                text = self.render_bundle(study, job, scripts[job.index], nodes)
+                files[scripts[job.index]] = File(text, executable=True)
             elif job.array:
                 log = self.array_script(job).rsplit("/", 1)[1][:-len(self.script_suffix)] + ".log"
                 text = render_template(f"{self.name}/array.sh.j2", shell=study.spec.batch.get("shell", "/bin/bash"),
@@ -219,13 +221,12 @@ class ScheduledBackend(Backend):
         """The header of a job of bundles (backends whose capabilities have bundles)."""
         raise CompileError(f"bundles are not supported by the {self.name} backend yet")
 
-    def render_bundle(self, study: Study, job: Job, script: str) -> str:
-        """The script of a job of bundles: task i runs the nodes of bundle i (docs/big-sweeps.md)."""
+    def render_bundle(self, study: Study, job: Job, script: str, nodes: Mapping[str, Tuple[int, Node]]) -> str:
+        """The script of a job of bundles: task i runs the nodes of bundle i (docs/big-sweeps.md).
+        ``nodes``: every node of the study by name, with its position (parents in study order)."""
         log = script.rsplit("/", 1)[1][:-len(self.script_suffix)] + ".log"
-        position = {node.name: i for i, node in enumerate(study.nodes)}
-        parents = sorted({p for node in job.nodes for p in node.depends}, key=position.__getitem__)
+        parents = sorted({p for node in job.nodes for p in node.depends}, key=lambda name: nodes[name][0])
         parent_index = {name: i for i, name in enumerate(parents)}
-        by_name = {node.name: node for node in study.nodes} if parents else {}
         procs, cores = allocation(study, job.nodes[0])[1], count(job.nodes[0].resources.get("cores per task"))
         firsts, start = [], 0
         for bundle in job.bundles:
@@ -238,7 +239,7 @@ class ScheduledBackend(Backend):
                                scripts=[n.script for n in job.nodes], logs=[log_base(n) for n in job.nodes],
                                names=[n.name for n in job.nodes], firsts=firsts + [start],
                                parents=[" ".join(str(parent_index[p]) for p in n.depends) for n in job.nodes],
-                               parent_names=parents, parent_logs=[log_base(by_name[p]) for p in parents],
+                               parent_names=parents, parent_logs=[log_base(nodes[p][1]) for p in parents],
                                cpus_per_node=(procs or 1) * (cores or 1))
 
     # --- submission entries: one shape for submit.sh and resubmission scripts ---
@@ -309,11 +310,12 @@ class ScheduledBackend(Backend):
 
         def script(job: Job) -> str:
             return scripts[job.index] if job.bundles else self.array_script(job) if job.array else job.nodes[0].script
-        extra = {"jobs": [{"step": j.step, "array": j.array, "tasks": j.tasks,
-                           "script": script(j),
+        def depends(job: Job) -> List[Dict[str, Any]]:
+            return [{"job": d.job, "kind": d.kind, **({"task": d.task} if d.task is not None else {})}
+                    for d in job.depends]
+        extra = {"jobs": [{"step": j.step, "array": j.array, "tasks": j.tasks, "script": script(j),
                            **({"bundles": [len(b) for b in j.bundles]} if j.bundles else {}),
-                           "depends": [{"job": d.job, "kind": d.kind, **({"task": d.task} if d.task is not None else {})}
-                                       for d in j.depends]} for j in plan.jobs],
+                           "depends": depends(j)} for j in plan.jobs],
                  "throttle": study.options.get("throttle") or 0}
         bundled = {job.step: len(job.bundles[0]) for job in plan.jobs if job.bundles}
         if bundled:
