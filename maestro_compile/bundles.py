@@ -17,6 +17,7 @@ class Choice:
 
     sizes: Mapping[str, int]
     queued: int                 # jobs queued at once with these sizes
+    max_queued: int = 0         # the limit they fit (0: none)
     note: str = ""              # one line for people; empty when nothing is bundled
 
     @property
@@ -64,7 +65,7 @@ def choose(counts: Mapping[str, int], can_bundle: Mapping[str, bool], fixed: Map
     total = sum(jobs_needed(n, sizes[step]) for step, n in counts.items())
     if max_queued and total > max_queued:
         raise CompileError(_no_fit(counts, can_bundle, sizes, free, total, max_queued, limit_source))
-    return Choice(sizes, total, describe(counts, sizes, total, max_queued, limit_source))
+    return Choice(sizes, total, max_queued, describe(counts, sizes, total, max_queued, limit_source))
 
 
 def _no_fit(counts, can_bundle, sizes, free, total, max_queued, limit_source) -> str:
@@ -106,7 +107,7 @@ class _Unit:
 
 
 def plan_bundles(nodes: Sequence[Node], capabilities: Capabilities, max_array_size: int,
-                 array_key: Callable[[Node], Any], sizes: Mapping[str, int]) -> Plan:
+                 array_key: Callable[[Node], Any], sizes: Mapping[str, int], max_queued: int = 0) -> Plan:
     """The jobs of a study some of whose steps are bundled (``sizes``: step -> K). Each bundle is
     a unit that waits for the units holding its nodes' parents; the planner then makes arrays of
     bundles where the mapping allows it (aftercorr one-to-one, afterok for funnels)."""
@@ -131,7 +132,7 @@ def plan_bundles(nodes: Sequence[Node], capabilities: Capabilities, max_array_si
         flat = tuple(node for unit in job.nodes for node in unit.nodes)
         bundles = tuple(unit.nodes for unit in job.nodes) if job.step in inside else ()
         jobs.append(Job(job.index, job.step, flat, job.array, job.chunk, job.depends, bundles))
-    return Plan(tuple(jobs))
+    return Plan(tuple(jobs), max_queued)
 
 
 def in_bundles(nodes: Sequence[Node], sizes: Mapping[str, int]) -> Dict[str, bool]:

@@ -151,7 +151,7 @@ def plan_study(study: Study, backend, notes: Optional[List[str]] = None) -> plan
         if notes is not None:
             notes.append(choice.note)
         return bundles.plan_bundles(study.nodes, backend.capabilities, limit,
-                                    lambda node: backend.array_key(study, node), choice.sizes)
+                                    lambda node: backend.array_key(study, node), choice.sizes, choice.max_queued)
     return plan.plan_jobs(study.nodes, backend.capabilities, limit, lambda node: backend.array_key(study, node))
 
 

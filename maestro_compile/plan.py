@@ -108,6 +108,7 @@ class Plan:
     """The scheduler jobs of a study, in submission order (parents first)."""
 
     jobs: Tuple[Job, ...]
+    max_queued: int = 0     # the limit on queued jobs the plan was fitted to (0: none)
 
     @property
     def array_count(self) -> int:

@@ -320,6 +320,8 @@ class ScheduledBackend(Backend):
         bundled = {job.step: len(job.bundles[0]) for job in plan.jobs if job.bundles}
         if bundled:
             extra["bundles"] = bundled    # step -> nodes per bundle: status judges those nodes by their markers
+        if plan.max_queued:
+            extra["max_queued"] = plan.max_queued   # resubmit keeps to it
         return extra
 
     @staticmethod
@@ -330,6 +332,12 @@ class ScheduledBackend(Backend):
     # --- maestro resubmit: each node again as a job of its own, chained like submit.sh ---
     def render_resubmit(self, study: StudyDir, names: Sequence[str], layout: Dict[str, Any]) -> str:
         nodes = study.manifest.nodes
+        limit = study.manifest.get("max_queued") or 0
+        if limit and len(names) > limit:
+            raise SubmitError(f"resubmitting {len(names)} node(s) would queue {len(names)} job(s) (a resubmission "
+                              f"runs each node as a job of its own), more than the {limit} the study was compiled "
+                              f"to fit (docs/big-sweeps.md); resubmit part of them with --only, or compile the spec "
+                              f"again into a new study directory")
         position = {name: i for i, name in enumerate(names)}
         entries = []
         for i, name in enumerate(names):
