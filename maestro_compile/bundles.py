@@ -11,6 +11,16 @@ from .model import Node
 from .plan import Capabilities, Job, Plan, group_jobs, header_check
 
 
+BUNDLE_MARGIN = 60         # seconds a bundle's time limit leaves beyond its nodes' walltimes
+
+
+def time_limit(job: Job) -> Optional[int]:
+    """A job of bundles' time limit: its step's walltime for each node of its largest bundle (they may
+    run one after another), plus a margin; None when the step has no limit."""
+    walltime = job.nodes[0].walltime
+    return walltime * max(len(bundle) for bundle in job.bundles) + BUNDLE_MARGIN if walltime else None
+
+
 @dataclass(frozen=True)
 class Choice:
     """The bundle size of every step (1: one job per node) and why."""

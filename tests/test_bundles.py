@@ -179,7 +179,7 @@ def test_the_bundle_key_is_validated(tmp_path):
             build_study(Options(spec_path=spec, out_dir=tmp_path / "out"))
 
 
-@pytest.mark.parametrize("backend", ["lsf", "flux", "pbs"])
+@pytest.mark.parametrize("backend", ["flux", "pbs"])
 def test_backends_without_bundles_refuse_them(tmp_path, backend):
     result = maestro("compile", write_study_spec(tmp_path, "b", sweep(10, backend)), "-o", tmp_path / "out",
                      "--bundle", "4")
@@ -341,3 +341,31 @@ def test_a_resubmission_larger_than_the_limit_is_refused_before_anything_is_writ
     assert "submit J7 " in SlurmBackend().render_resubmit(study, names[:8], {
         "study_name": "s", "number": 1, "created": "now", "ledger_size": 0, "node_count": 8, "counts": "8 FAILED",
         "jobs_limit": 1, "logs": []})
+
+
+# --- LSF, against the command double of tests/doubles/lsf (it runs the jobs for real) ---
+
+def test_lsf_bundles_cascade_a_failure_to_its_descendants_only_and_resubmit_reruns_only_them(tmp_path):
+    from test_doubles_e2e import Scheduler
+    lsf = Scheduler("lsf", tmp_path)
+    try:
+        spec = lsf.spec("lsfbundles", sweep(6).replace("$(SPECROOT)/fail", str(tmp_path / "fail")))
+        (tmp_path / "fail.1").write_text("")
+        study = lsf.compile(spec, "--bundle", "3", "--max-queued", "100")
+        text = (study / "submit.sh").read_text()
+        header = (study / "simulate/simulate.bundle.lsf.sh").read_text()
+        assert 'done(${J0}[*])' in text and '-J "simulate[1-2]"' in header
+        lsf.submit(study)
+        expected = {f"{step}_X.{x}": "FINISHED" for step in ("prepare", "simulate", "analyze") for x in range(6)}
+        expected.update({"simulate_X.1": "FAILED", "analyze_X.1": "CANCELLED", "collect": "CANCELLED"})
+        nodes = lsf.wait_for(study, expected)
+        assert nodes["collect"]["reason"] == "ancestor simulate_X.1 failed"
+        # the failed node shares its job with its bundle's siblings: element 1 of the array (LSF counts from 1)
+        assert nodes["simulate_X.0"]["job_id"] == nodes["simulate_X.1"]["job_id"] == nodes["simulate_X.2"]["job_id"]
+        assert nodes["simulate_X.1"]["job_id"].endswith("[1]") and nodes["simulate_X.4"]["job_id"].endswith("[2]")
+        (tmp_path / "fail.1").unlink()
+        lsf.ok("resubmit", study)
+        lsf.wait_for(study, dict.fromkeys(expected, "FINISHED"))
+        assert (study / "analyze/X.1/ana.txt").read_text() == "prep 1\n"
+    finally:
+        lsf.stop()

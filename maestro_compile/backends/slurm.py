@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from ..bundles import time_limit
 from ..expand import count, make_safe
 from ..model import Node, Study
 from ..plan import Capabilities, Job
@@ -14,7 +15,6 @@ from .base import LaunchRequest
 from .scheduled import ScheduledBackend, Target, allocation, directive_value, sh, truthy
 
 DEFAULT_MAX_ARRAY = 1001   # Slurm's default MaxArraySize (slurm.conf)
-BUNDLE_MARGIN = 60         # seconds a bundle's limit leaves beyond its nodes' walltimes
 
 # sacct/squeue state -> our state; "CANCELLED by 123" is matched on its first word
 STATES = {
@@ -146,12 +146,9 @@ class SlurmBackend(ScheduledBackend):
     # --- bundles (docs/big-sweeps.md) ---
     def bundle_directives(self, study: Study, job: Job, log: str) -> List[str]:
         """An array's header, with a time limit for a bundle's nodes run one after another."""
-        longest = max(len(bundle) for bundle in job.bundles)
-        walltime = job.nodes[0].walltime
         lines = [line for line in self.array_directives(study, job, log) if not line.startswith("--time=")]
-        if walltime:
-            lines.append(f"--time={slurm_time(walltime * longest + BUNDLE_MARGIN)}")
-        return lines
+        seconds = time_limit(job)
+        return lines + [f"--time={slurm_time(seconds)}"] if seconds else lines
 
     # --- submission ---
     def job_args(self, target: Target, throttle: int) -> List[str]:
