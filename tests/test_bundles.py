@@ -293,6 +293,21 @@ def test_the_limit_read_from_the_cluster_bundles_the_study(tmp_path, monkeypatch
     assert sum(j["tasks"] for j in jobs) <= 30
 
 
+def test_a_cluster_that_does_not_answer_is_asked_once_and_means_no_limit(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    fake = bin_dir / "sacctmgr"
+    fake.write_text(f"#!/bin/sh\necho \"$*\" >> '{calls}'\necho 'sacctmgr: error: slurmdbd unreachable' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    result = compiled(tmp_path, sweep(100), max_array_size=1000)
+    assert result.notes == [] and len(calls.read_text().splitlines()) == 1
+    jobs = json.loads((result.directory / "study.json").read_text())["jobs"]
+    assert "bundles" not in json.loads((result.directory / "study.json").read_text())
+    assert [job["tasks"] for job in jobs] == [100, 100, 100, 1]
+
+
 # --- status of bundled nodes ---
 
 def judge(markers_text: str, native, bundled: bool = True, parents=(), shown=None):
