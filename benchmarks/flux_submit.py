@@ -18,7 +18,8 @@ on check_*: 3N + 1 nodes), in one run:
    jobs, so it runs on a smaller sweep of the same shape (--baseline-points) unless told
    otherwise; the table gives its measured rate and what that rate means for each size.
 
-Usage:  python3 benchmarks/flux_submit.py [--points 1000,10000] [--baseline-points 100] [--work DIR]
+Usage:  python3 benchmarks/flux_submit.py [--points 1000,10000] [--baseline-points 100] [--direct] [--work DIR]
+(--direct: each size above 1,000 points also with the funnel depending on every parent itself)
 Prints a Markdown table (docs/performance.md keeps the numbers measured on the reference machine).
 """
 from __future__ import annotations
@@ -39,10 +40,12 @@ INSTANCE = ROOT / "tests" / "flux" / "instance.sh"
 FLUX_BIN = Path(os.environ.get("FLUX_PREFIX", "/opt/flux")) / "bin"
 
 
-def sweep_spec(points: int) -> str:
+def sweep_spec(points: int, max_dependencies: int = 0) -> str:
+    """The sweep; ``max_dependencies`` sets batch.max_dependencies (0: the default)."""
+    limit = f", max_dependencies: {max_dependencies}" if max_dependencies else ""
     return textwrap.dedent(f"""\
         description: {{name: bench_flux, description: a {points}-point sweep with a funnel}}
-        batch: {{type: flux}}
+        batch: {{type: flux{limit}}}
         study:
           - name: simulate
             description: simulate one point
@@ -100,13 +103,27 @@ def maestro(*args: str) -> List[str]:
     return [sys.executable, "-m", "maestro_compile", *args]
 
 
-def compile_sweep(work: Path, points: int, name: str) -> Path:
+def compile_sweep(work: Path, points: int, name: str, max_dependencies: int = 0) -> Path:
     spec = work / f"{name}.yaml"
-    spec.write_text(sweep_spec(points))
+    spec.write_text(sweep_spec(points, max_dependencies))
     study = work / name
     took, _ = timed(maestro("compile", str(spec), "-o", str(study)), dict(os.environ))
     print(f"  compiled {3 * points + 1} nodes in {took:.1f} s", file=sys.stderr)
     return study
+
+
+def direct(work: Path, points: int) -> List[str]:
+    """The same submission with the funnel depending on every parent itself (no gather jobs): how
+    `maestro submit` worked before batch.max_dependencies."""
+    study = compile_sweep(work, points, f"direct_{points}", max_dependencies=10 * points)
+    instance = Instance(work / f"instance_direct_{points}")
+    try:
+        submit, _ = timed(maestro("submit", str(study)), instance.env)
+    finally:
+        instance.stop()
+    print(f"  {3 * points + 1} nodes, funnel on {points} direct dependencies: submit {submit:.1f} s", file=sys.stderr)
+    return [f"| {points:,} | {3 * points + 1:,} | `maestro submit`, the funnel's {points:,} dependencies direct "
+            f"(no gather jobs) | {submit:.1f} s | as before batch.max_dependencies |"]
 
 
 def bulk(work: Path, points: int) -> List[str]:
@@ -125,8 +142,9 @@ def bulk(work: Path, points: int) -> List[str]:
     finally:
         instance.stop()
     print(f"  {nodes} nodes: submit {submit:.1f} s", file=sys.stderr)
-    return [f"| {points:,} | {nodes:,} | `maestro submit` (bulk, flux-submit.py) | {submit:.1f} s | "
-            f"{nodes / submit:.0f} jobs/s |",
+    gathers = (study / "flux-plan.jsonl").read_text().count('"gather": ')
+    note = f"{nodes / submit:.0f} jobs/s" + (f"; the funnel waits on {gathers} gather jobs" if gathers else "")
+    return [f"| {points:,} | {nodes:,} | `maestro submit` (bulk, flux-submit.py) | {submit:.1f} s | {note} |",
             f"| {points:,} | {nodes:,} | `maestro status`, all queued | {queued[0]:.2f}, {queued[1]:.2f} s | "
             f"one job-list request |",
             f"| {points:,} | {nodes:,} | `maestro cancel` | {cancel:.1f} s | |",
@@ -169,6 +187,8 @@ def main() -> None:
     parser.add_argument("--baseline-points", type=int, default=100,
                         help="sweep size of the one-process-per-job baseline (0: none)")
     parser.add_argument("--work", type=Path, help="scratch directory (default: a new temporary one)")
+    parser.add_argument("--direct", action="store_true",
+                        help="also submit each size with the funnel's dependencies direct (no gather jobs)")
     args = parser.parse_args()
     sizes = [int(p) for p in args.points.split(",") if p]
     if subprocess.run(["bash", str(INSTANCE), "build"], capture_output=True).returncode != 0:
@@ -179,6 +199,8 @@ def main() -> None:
     try:
         for points in sizes:
             rows += bulk(work, points)
+            if args.direct and points > 1000:
+                rows += direct(work, points)
         if args.baseline_points:
             rows += baseline(work, args.baseline_points, sizes)
     finally:

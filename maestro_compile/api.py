@@ -44,7 +44,8 @@ class Problems(list):
 def validate(spec: SpecSource, *, backend: Optional[str] = None, pgen: Union[str, PurePath, None] = None,
              pargs: Union[Mapping[str, Any], Sequence[str], None] = None, hashws: bool = False,
              cartesian: bool = False, strict: bool = False, throttle: int = 0, retries: int = 0,
-             rlimit: int = 1, max_array_size: int = 0, workspace_layout: str = "auto") -> Problems:
+             rlimit: int = 1, max_array_size: int = 0, workspace_layout: str = "auto", bundle: int = 0,
+             max_queued: int = 0) -> Problems:
     """Every check `compile` makes (the node scripts are rendered in memory), writing nothing.
     Problems of the spec (and of the pgen file and its arguments) are returned, never raised; a
     bad option value is a UsageError."""
@@ -52,7 +53,7 @@ def validate(spec: SpecSource, *, backend: Optional[str] = None, pgen: Union[str
         study = check_study(make_options(spec, None, backend=backend, pgen=pgen, pargs=pargs, hashws=hashws,
                                          cartesian=cartesian, strict=strict, throttle=throttle, retries=retries,
                                          rlimit=rlimit, max_array_size=max_array_size,
-                                         workspace_layout=workspace_layout))
+                                         workspace_layout=workspace_layout, bundle=bundle, max_queued=max_queued))
     except (SpecError, CompileError) as exc:
         return Problems(_problems(exc, _label(spec)))
     return Problems(warnings=study.warnings, backend=study.backend, step_count=len(study.used_parameters),
@@ -63,7 +64,7 @@ def compile(spec: SpecSource, out_dir: Union[str, PurePath, None] = None, *,  # 
             backend: Optional[str] = None, pgen: Union[str, PurePath, None] = None,
             pargs: Union[Mapping[str, Any], Sequence[str], None] = None, hashws: bool = False,
             cartesian: bool = False, strict: bool = False, throttle: int = 0, retries: int = 0, rlimit: int = 1,
-            max_array_size: int = 0, workspace_layout: str = "auto",
+            max_array_size: int = 0, workspace_layout: str = "auto", bundle: int = 0, max_queued: int = 0,
             progress: Optional[Callable[[int, int], None]] = None) -> "Study":
     """Compile ``spec`` into a new study directory (``out_dir``, default
     `<OUTPUT_PATH or cwd>/<name>_<timestamp>`) and return it, not submitted. ``spec``: a file name,
@@ -71,14 +72,15 @@ def compile(spec: SpecSource, out_dir: Union[str, PurePath, None] = None, *,  # 
     spec: SpecError, whose ``problems`` are Problem strings (file, line, key, message)."""
     options = make_options(spec, out_dir, backend=backend, pgen=pgen, pargs=pargs, hashws=hashws,
                            cartesian=cartesian, strict=strict, throttle=throttle, retries=retries, rlimit=rlimit,
-                           max_array_size=max_array_size, workspace_layout=workspace_layout)
+                           max_array_size=max_array_size, workspace_layout=workspace_layout, bundle=bundle,
+                           max_queued=max_queued)
     try:
         result = compile_study(options, progress=progress or (lambda done, total: None))
     except SpecError as exc:
         raise SpecError(_problems(exc, _label(spec))) from None
     return Study(result.directory, warnings=result.warnings,
                  facts=Facts(result.study.spec.name, result.study.backend, tuple(result.study.used_parameters),
-                             len(result.study.nodes)))
+                             len(result.study.nodes)), notes=result.notes)
 
 
 def open(directory: Union[str, PurePath]) -> "Study":  # noqa: A001 - mc.open(dir), as the issue asks
@@ -89,11 +91,11 @@ def open(directory: Union[str, PurePath]) -> "Study":  # noqa: A001 - mc.open(di
 def make_options(spec: SpecSource, out_dir: Union[str, PurePath, None], *, backend: Optional[str],
                  pgen: Union[str, PurePath, None], pargs: Union[Mapping[str, Any], Sequence[str], None],
                  hashws: bool, cartesian: bool, strict: bool, throttle: int, retries: int, rlimit: int,
-                 max_array_size: int, workspace_layout: str) -> Options:
+                 max_array_size: int, workspace_layout: str, bundle: int = 0, max_queued: int = 0) -> Options:
     """The pipeline's Options for the API's arguments (the CLI's options, by the same names); an
     in-memory spec is read now (SpecError with Problems)."""
     for name, value in (("throttle", throttle), ("retries", retries), ("rlimit", rlimit),
-                        ("max_array_size", max_array_size)):
+                        ("max_array_size", max_array_size), ("bundle", bundle), ("max_queued", max_queued)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise UsageError(f"{name}: expected a whole number >= 0, got {value!r}")
     if workspace_layout not in LAYOUTS:
@@ -105,7 +107,8 @@ def make_options(spec: SpecSource, out_dir: Union[str, PurePath, None], *, backe
     return Options(spec_path=None if raw else Path(spec), out_dir=Path(out_dir) if out_dir is not None else None,
                    backend=backend, pgen=Path(pgen) if pgen is not None else None, pargs=_pargs(pargs),
                    hashws=hashws, cartesian=cartesian, strict=strict, throttle=throttle, retries=retries,
-                   rlimit=rlimit, max_array_size=max_array_size, workspace_layout=workspace_layout, raw_spec=raw)
+                   rlimit=rlimit, max_array_size=max_array_size, workspace_layout=workspace_layout, raw_spec=raw,
+                   bundle=bundle, max_queued=max_queued)
 
 
 def _read(spec: SpecSource) -> Optional[RawSpec]:
@@ -160,10 +163,11 @@ class Study:
     so a Study opened in another process, or later, sees the same thing."""
 
     def __init__(self, directory: Union[str, PurePath], warnings: Sequence[str] = (),
-                 facts: Optional[Facts] = None):
+                 facts: Optional[Facts] = None, notes: Sequence[str] = ()):
         """Use mc.open(directory) or mc.compile(...)."""
         self._dir = StudyDir(Path(directory)) if facts else StudyDir.open(Path(directory))
         self.warnings: List[str] = list(warnings)   # the compile's warnings (none for mc.open)
+        self.notes: List[str] = list(notes)         # what the compiler chose, e.g. bundle sizes (none for mc.open)
         self._facts = facts
 
     @property

@@ -62,6 +62,11 @@ def _spec_options(parser: argparse.ArgumentParser, with_out: bool = True) -> Non
     parser.add_argument("--max-array-size", type=_positive, default=0, metavar="N",
                         help="schedulers: split job arrays into chunks of at most N tasks "
                              "(default: the cluster's MaxArraySize, read with scontrol)")
+    parser.add_argument("--bundle", type=_positive, default=0, metavar="K",
+                        help="schedulers: run K nodes of a step in one job (a bundle); see docs/big-sweeps.md")
+    parser.add_argument("--max-queued", type=_positive, default=0, metavar="N",
+                        help="schedulers: bundle nodes so that at most N jobs are queued at once (default: "
+                             "the cluster's MaxSubmitJobs, read with sacctmgr; none: one job per node)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -186,7 +191,8 @@ def _spec_arguments(args: argparse.Namespace) -> dict:
     """The spec options as the Python API's keyword arguments (the same names)."""
     return dict(backend=args.backend, pgen=args.pgen, pargs=args.pargs, hashws=args.hashws,
                 cartesian=args.cartesian, strict=args.strict, throttle=args.throttle, retries=args.retries,
-                rlimit=args.rlimit, max_array_size=args.max_array_size, workspace_layout=args.workspace_layout)
+                rlimit=args.rlimit, max_array_size=args.max_array_size, workspace_layout=args.workspace_layout,
+                bundle=args.bundle, max_queued=args.max_queued)
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -199,7 +205,10 @@ def _warn(messages: List[str]) -> None:
 
 def _compile(args: argparse.Namespace) -> api.Study:
     with Progress("writing node scripts") as progress:
-        return api.compile(args.spec, args.out, progress=progress, **_spec_arguments(args))
+        study = api.compile(args.spec, args.out, progress=progress, **_spec_arguments(args))
+    for note in study.notes:
+        print(note)
+    return study
 
 
 def cmd_compile(args: argparse.Namespace) -> int:

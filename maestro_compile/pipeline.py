@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import datetime
+import getpass
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from . import emit, plan, render, runner, schema, tokens
+from . import bundles, emit, plan, render, runner, schema, tokens
 from .backends import get_backend
 from .errors import CompileError, SpecError
 from .expand import check_resources, expand, make_safe
@@ -35,6 +36,8 @@ class Options:
     rlimit: int = 1                # restarts on timeout for steps with `restart` (0: unlimited)
     workspace_layout: str = "auto"  # auto | flat | sharded (see expand.LAYOUTS)
     raw_spec: Optional[RawSpec] = None  # a spec already read (given in memory): used instead of spec_path
+    bundle: int = 0                # nodes per job for every step (0/1: one job per node)
+    max_queued: int = 0            # at most this many queued jobs (0: ask the cluster, else no limit)
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Result:
     study: Study
     directory: Path
     warnings: List[str]
+    notes: List[str] = field(default_factory=list)   # what the compiler chose (bundles), for people
 
 
 def default_directory(spec: Spec, now: datetime.datetime) -> Path:
@@ -79,7 +83,8 @@ def build_study(options: Options, now: Optional[datetime.datetime] = None) -> St
     return Study(spec=spec, directory=directory, backend=backend_name, nodes=nodes, used_parameters=used,
                  warnings=tuple(warnings.all()), extra_files=extra,
                  options={"throttle": options.throttle, "max_array_size": options.max_array_size,
-                          "retries": options.retries, "rlimit": options.rlimit},
+                          "retries": options.retries, "rlimit": options.rlimit,
+                          "bundle": options.bundle, "max_queued": options.max_queued},
                  environment=env, identity=uuid.uuid4().hex[:12])
 
 
@@ -94,12 +99,62 @@ def cluster_max_array_size(backend) -> int:
     return backend.capabilities.max_array_size
 
 
-def plan_study(study: Study, backend) -> plan.Plan:
-    """Pass 4b: the scheduler jobs (arrays where the backend has them and the headers agree),
-    with the cluster's facts resolved first (--max-array-size, else the cluster's own limit)."""
+def cluster_queue_limit(backend, study: Study) -> int:
+    """The most jobs the cluster lets this user queue for the study's account (Slurm: MaxSubmitJobs
+    of the association and its QOS, read with sacctmgr), asked once before rendering; 0: no limit
+    known. Only ever lowers what is queued at once: no answer means no limit, as before."""
+    commands = backend.queue_limit_commands(_user())
+    if not commands or not runner.available(commands[0].argv[0]):
+        return 0
+    texts = []
+    for command in commands:
+        texts.append(runner.run(command))
+        if not texts[-1].strip():
+            return 0    # no answer (no accounting, slurmdbd out of reach): do not wait for the others
+    return backend.parse_queue_limit(texts, study.spec.batch) or 0
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):   # no name for this uid (a container): the cluster cannot be asked
+        return ""
+
+
+def bundle_choice(study: Study, backend) -> Optional[bundles.Choice]:
+    """How many nodes each job runs: the steps' `bundle` keys, --bundle, and --max-queued or the
+    cluster's own limit (docs/big-sweeps.md). None: one job per node."""
+    if not backend.has_queue:
+        return None   # the local runner runs nodes one by one: bundles mean nothing there
+    fixed = bundles.per_step_sizes(study.spec.steps)
+    default = int(study.options.get("bundle") or 0)
+    max_queued = int(study.options.get("max_queued") or 0)
+    source = "--max-queued"
+    if not max_queued and (backend.capabilities.bundles or fixed or default > 1):
+        max_queued, source = cluster_queue_limit(backend, study), backend.queue_limit_name
+    choice = bundles.choose_for(study.nodes, backend.capabilities, lambda node: backend.array_key(study, node),
+                                fixed, default, max_queued, source)
+    if choice is None or not choice.bundled:
+        return None
+    if not backend.capabilities.bundles:
+        raise CompileError(f"bundles are not supported by the {backend.name} backend yet ({choice.note}); "
+                           f"compile for Slurm, or without --bundle, --max-queued and the steps' `bundle` keys")
+    return choice
+
+
+def plan_study(study: Study, backend, notes: Optional[List[str]] = None) -> plan.Plan:
+    """Pass 4b: the scheduler jobs (arrays where the backend has them and the headers agree,
+    bundles when the queue limit asks for them), with the cluster's facts resolved first
+    (--max-array-size, else the cluster's own limit). What was chosen goes to ``notes``."""
     limit = 1
     if backend.capabilities.arrays:
         limit = int(study.options.get("max_array_size") or 0) or cluster_max_array_size(backend)
+    choice = bundle_choice(study, backend)
+    if choice is not None:
+        if notes is not None:
+            notes.append(choice.note)
+        return bundles.plan_bundles(study.nodes, backend.capabilities, limit,
+                                    lambda node: backend.array_key(study, node), choice.sizes, choice.max_queued)
     return plan.plan_jobs(study.nodes, backend.capabilities, limit, lambda node: backend.array_key(study, node))
 
 
@@ -142,7 +197,8 @@ def compile_study(options: Options, now: Optional[datetime.datetime] = None,
     study = build_study(options, now)
     backend = get_backend(study.backend)
     created = (now or datetime.datetime.now()).isoformat(timespec="seconds")
-    rendered = render.render(study, backend, lambda: plan_study(study, backend), created)
+    notes: List[str] = []
+    rendered = render.render(study, backend, lambda: plan_study(study, backend, notes), created)
     made_outside: List[Path] = []
     try:
         with emit.staging(study.directory) as stage:
@@ -156,4 +212,4 @@ def compile_study(options: Options, now: Optional[datetime.datetime] = None,
         for path in made_outside:  # clones we made outside the study dir are ours to remove
             shutil.rmtree(path, ignore_errors=True)
         raise
-    return Result(study=study, directory=study.directory, warnings=list(study.warnings))
+    return Result(study=study, directory=study.directory, warnings=list(study.warnings), notes=notes)

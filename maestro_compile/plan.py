@@ -81,10 +81,18 @@ class Job:
     array: bool
     chunk: int                  # chunk number within the step (arrays split at the size limit)
     depends: Tuple[Dependency, ...]
+    # bundles (docs/big-sweeps.md): task i runs the nodes bundles[i] inside its allocation; empty:
+    # one node per task, as without bundles
+    bundles: Tuple[Tuple[Node, ...], ...] = ()
 
     @property
     def root(self) -> bool:
         return not self.depends
+
+    @property
+    def tasks(self) -> int:
+        """How many scheduler jobs it queues: array tasks count one each."""
+        return len(self.bundles) if self.bundles else len(self.nodes) if self.array else 1
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,7 @@ class Capabilities:
     arrays: bool                     # job arrays with element-wise dependencies (aftercorr)
     max_array_size: int = 1          # the scheduler's default limit; the cluster's may differ
     directive_prefix: str = ""       # "#SBATCH": a cmd with such lines may change a node's header
+    bundles: bool = False            # runs several nodes in one job (bundles.py)
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,7 @@ class Plan:
     """The scheduler jobs of a study, in submission order (parents first)."""
 
     jobs: Tuple[Job, ...]
+    max_queued: int = 0     # the limit on queued jobs the plan was fitted to (0: none)
 
     @property
     def array_count(self) -> int:
@@ -108,7 +118,7 @@ class Plan:
 
     @property
     def largest_array(self) -> int:
-        return max((len(job.nodes) for job in self.jobs if job.array), default=0)
+        return max((job.tasks for job in self.jobs if job.array), default=0)
 
 
 def plan_jobs(nodes: Sequence[Node], capabilities: Capabilities, max_array_size: int,
@@ -117,6 +127,11 @@ def plan_jobs(nodes: Sequence[Node], capabilities: Capabilities, max_array_size:
     the backend has arrays and ``array_key`` (the shared header) is equal for all its nodes."""
     if not capabilities.arrays or max_array_size < 2:
         return Plan(group_jobs(nodes, 1, lambda members: False, arrays=False))
+    return Plan(group_jobs(nodes, max_array_size, header_check(capabilities, array_key), True))
+
+
+def header_check(capabilities: Capabilities, array_key: Callable[[Node], Any]) -> Callable[[Sequence[Node]], bool]:
+    """The test that nodes share one scheduler header (and so can be one array, or one bundle)."""
     prefix = capabilities.directive_prefix
 
     def same_header(members: Sequence[Node]) -> bool:
@@ -126,7 +141,7 @@ def plan_jobs(nodes: Sequence[Node], capabilities: Capabilities, max_array_size:
             return True   # equal inputs give equal headers: no need to build them here
         first = array_key(head)
         return all(array_key(n) == first for n in members[1:])
-    return Plan(group_jobs(nodes, max_array_size, same_header, True))
+    return same_header
 
 
 def group_jobs(nodes: Sequence[Node], max_array: int, same_header: Callable[[Sequence[Node]], bool],

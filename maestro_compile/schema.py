@@ -105,6 +105,8 @@ RUN = vol.Schema({
     "exclusive": _exclusive,
     "nested": vol.Any(_is_bool, msg="expected true or false"),
     "waitable": vol.Any(_is_bool, msg="expected true or false"),
+    "bundle": vol.Any(_int_at_least(1), msg="expected an integer >= 1: how many nodes of the step one job runs "
+                                            "(our extension, docs/big-sweeps.md)"),
     "priority": vol.Any(_priority, msg="expected one of held, minimal, low, medium, high, expedite "
                                        "(any case) or a number from 0.0 to 1.0"),
 })

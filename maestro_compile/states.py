@@ -142,6 +142,7 @@ class Runtime:
     jobs: Dict[str, Optional[NativeStatus]] = None   # node -> what the scheduler said (None: it forgot)
     parents: Mapping[str, tuple] = None              # node -> parent nodes
     shown: Dict[str, State] = None                   # states decided so far (parents first)
+    bundled: FrozenSet[str] = frozenset()            # nodes run inside bundles (judged by their markers)
     # the local runner
     runner_pid: Optional[int] = None
     runner_alive: bool = False

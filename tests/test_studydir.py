@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import write_study_spec
+from helpers import wait_until, write_study_spec
 from maestro_compile.backends.flux import FluxBackend
 from maestro_compile.backends.local import LocalBackend
 from maestro_compile.backends.lsf import LsfBackend
@@ -417,6 +417,9 @@ def test_submission_marks_and_their_owner(tmp_path):
     script.write_text("sleep 30\n")
     owner = subprocess.Popen(["bash", str(script)])
     try:
+        # Popen returns after the fork: the child is bash running submit.sh only once it has exec'd
+        wait_until(lambda: b"submit.sh" in Path(f"/proc/{owner.pid}/cmdline").read_bytes(), "bash submit.sh", 10,
+                   interval=0.01)
         here, boot = socket.gethostname(), _boot()
         running = Submission(f"100 {owner.pid} {here} {boot}", queued=False, released=False, unconfirmed=None)
         assert running.locked and running.owner_alive() and not running.interrupted

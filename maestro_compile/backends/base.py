@@ -7,7 +7,7 @@ import abc
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Pattern, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Pattern, Sequence, Tuple
 
 from ..errors import CompileError
 from ..expand import count
@@ -69,6 +69,17 @@ class Backend(abc.ABC):
     capabilities = Capabilities(arrays=False)
     launchers: Tuple[str, ...] = ()      # the values batch.launcher may take for $(LAUNCHER)
     job_id: Pattern[str] = re.compile(r"[0-9]+")   # a job id in jobs.tsv
+    has_queue = True                     # a scheduler's queue (bundles fit its limit); not the local runner
+    queue_limit_name = "the cluster's limit on queued jobs"
+
+    # --- cluster facts, read once at compile time (before rendering) ---
+    def queue_limit_commands(self, user: str) -> List[Command]:
+        """The queries of how many jobs ``user`` may have queued ([]: this scheduler cannot tell)."""
+        return []
+
+    def parse_queue_limit(self, texts: Sequence[str], batch: Mapping[str, Any]) -> Optional[int]:
+        """The limit for a study with this batch block, from the queries' outputs (None: none known)."""
+        return None
 
     # --- compile time (pure) ---
     def step_context(self, study: Study, node: Node) -> Dict[str, Any]:

@@ -21,6 +21,7 @@ class LocalBackend(Backend):
     name = "local"
     script_suffix = ".sh"
     scheduler = "the local runner"
+    has_queue = False    # no queue limit to fit: the runner runs nodes one by one, bundles mean nothing
 
     def expand_launcher(self, study: Study, node: Node, text: str, key: str = "cmd") -> str:
         # No scheduler, no parallel launcher: $(LAUNCHER) and $(LAUNCHER)[...] become nothing.

@@ -6,6 +6,7 @@ import math
 import re
 from typing import Dict, List, Optional, Sequence
 
+from ..bundles import time_limit
 from ..expand import count, make_safe
 from ..model import Node, Study
 from ..plan import Capabilities, Job
@@ -48,7 +49,8 @@ class LsfBackend(ScheduledBackend):
     cancel_command = "bkill"
     first_task = 1          # LSF array indexes start at 1
     launchers = ("jsrun", "lrun")
-    capabilities = Capabilities(arrays=True, max_array_size=1000, directive_prefix=prefix)   # MAX_JOB_ARRAY_SIZE
+    capabilities = Capabilities(arrays=True, max_array_size=1000, directive_prefix=prefix,  # MAX_JOB_ARRAY_SIZE
+                                bundles=True)
     job_id = re.compile(r"[0-9]+(?:\[[0-9]+\])?")
     tag_field = "job description (-Jd)"
 
@@ -105,9 +107,18 @@ class LsfBackend(ScheduledBackend):
 
     def array_directives(self, study: Study, job: Job, log: str) -> List[str]:
         throttle = study.options.get("throttle") or 0
-        spec = f"{array_name(job.step)}[1-{len(job.nodes)}]" + (f"%{throttle}" if throttle else "")
+        spec = f"{array_name(job.step)}[1-{job.tasks}]" + (f"%{throttle}" if throttle else "")
         return ([f'-J "{spec}"', f'-Jd "{directive_value(self.tag(study.identity))}"', f"-o {log}", f"-e {log}"]
                 + self.shared_directives(study, job.nodes[0]))
+
+    def bundle_directives(self, study: Study, job: Job, log: str) -> List[str]:
+        """An array's header (a single bundle: a plain job's), with a run limit for a bundle's nodes
+        run one after another."""
+        lines = [line for line in self.array_directives(study, job, log) if not line.startswith("-W ")]
+        if not job.array:
+            lines[0] = f'-J "{array_name(job.step)}"'
+        seconds = time_limit(job)
+        return lines + [f"-W {lsf_limit(seconds)}"] if seconds else lines
 
     def job_args(self, target: Target, throttle: int) -> List[str]:
         """bsub's words for one job: held (-H) when it has no conditions (resumed at the end of the

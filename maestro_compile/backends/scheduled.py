@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from .. import runner, studydir
 from ..errors import CompileError, SchedulerCommandError, StudyDirError, SubmitError
@@ -114,10 +114,15 @@ class Target:
     array: bool = False
     depends: Tuple[Dependency, ...] = ()
     facts: Mapping[str, Any] = field(default_factory=dict)   # the backend's per-node facts (Flux)
+    bundle_sizes: Tuple[int, ...] = ()   # a job of bundles: nodes per task, in task order
 
     @property
     def root(self) -> bool:
         return not self.depends
+
+    @property
+    def task_count(self) -> int:
+        return len(self.bundle_sizes) if self.bundle_sizes else len(self.nodes)
 
 
 class ScheduledBackend(Backend):
@@ -213,8 +218,13 @@ class ScheduledBackend(Backend):
 
     def render_study(self, study: Study, plan: Plan) -> Tuple[Dict[str, File], Dict[str, Any]]:
         files: Dict[str, File] = {}
+        scripts = bundle_scripts(plan, self.script_suffix)
+        nodes = {node.name: (i, node) for i, node in enumerate(study.nodes)} if scripts else {}
         for job in plan.jobs:
-            if job.array:
+            if job.bundles:
+                text = self.render_bundle(study, job, scripts[job.index], nodes)
+                files[scripts[job.index]] = File(text, executable=True)
+            elif job.array:
                 log = self.array_script(job).rsplit("/", 1)[1][:-len(self.script_suffix)] + ".log"
                 text = render_template(f"{self.name}/array.sh.j2", shell=study.spec.batch.get("shell", "/bin/bash"),
                                        prefix=self.prefix, directives=self.array_directives(study, job, log),
@@ -225,6 +235,31 @@ class ScheduledBackend(Backend):
                 files[self.array_script(job)] = File(text, executable=True)
         files[studydir.SUBMIT_SCRIPT] = File(self.render_submit(study, plan), executable=True)
         return files, self.manifest_extra(study, plan)
+
+    def bundle_directives(self, study: Study, job: Job, log: str) -> List[str]:
+        """The header of a job of bundles (backends whose capabilities have bundles)."""
+        raise CompileError(f"bundles are not supported by the {self.name} backend yet")
+
+    def render_bundle(self, study: Study, job: Job, script: str, nodes: Mapping[str, Tuple[int, Node]]) -> str:
+        """The script of a job of bundles: task i runs the nodes of bundle i (docs/big-sweeps.md).
+        ``nodes``: every node of the study by name, with its position (parents in study order)."""
+        log = script.rsplit("/", 1)[1][:-len(self.script_suffix)] + ".log"
+        parents = sorted({p for node in job.nodes for p in node.depends}, key=lambda name: nodes[name][0])
+        parent_index = {name: i for i, name in enumerate(parents)}
+        procs, cores = allocation(study, job.nodes[0])[1], count(job.nodes[0].resources.get("cores per task"))
+        firsts, start = [], 0
+        for bundle in job.bundles:
+            firsts.append(start)
+            start += len(bundle)
+        return render_template(f"{self.name}/bundle.sh.j2", shell=study.spec.batch.get("shell", "/bin/bash"),
+                               prefix=self.prefix, directives=self.bundle_directives(study, job, log),
+                               step=job.step, study_name=study.spec.name, study_dir=str(study.directory),
+                               array=job.array, bundle_size=max(len(b) for b in job.bundles),
+                               scripts=[n.script for n in job.nodes], logs=[log_base(n) for n in job.nodes],
+                               names=[n.name for n in job.nodes], firsts=firsts + [start],
+                               parents=[" ".join(str(parent_index[p]) for p in n.depends) for n in job.nodes],
+                               parent_names=parents, parent_logs=[log_base(nodes[p][1]) for p in parents],
+                               cpus_per_node=(procs or 1) * (cores or 1))
 
     # --- submission entries: one shape for submit.sh and resubmission scripts ---
     @abc.abstractmethod
@@ -250,7 +285,8 @@ class ScheduledBackend(Backend):
         return {"var": f"J{target.index}", "label": target.label,
                 "comment": f"J{target.index} = {' '.join(target.what.splitlines())}; waits for: {parents}",
                 "args": self.job_args(target, throttle), "root": target.root, "array": target.array,
-                "nodes": list(target.nodes), "release": self.release_value(target)}
+                "nodes": list(target.nodes), "release": self.release_value(target),
+                "bundles": ",".join(map(str, target.bundle_sizes))}
 
     def _template(self, entries: List[Dict[str, Any]], **values: Any) -> str:
         """templates/<name>/submit.sh.j2 for these entries: submit.sh, or with
@@ -261,33 +297,51 @@ class ScheduledBackend(Backend):
 
     def plan_targets(self, study: Study, plan: Plan) -> List[Target]:
         targets = []
+        scripts = bundle_scripts(plan, self.script_suffix)
         for job in plan.jobs:
             head = job.nodes[0]
-            if job.array:
+            if job.bundles:
+                what = f"step {job.step}: {len(job.nodes)} node(s) in {len(job.bundles)} bundle(s)" + \
+                    (" as a job array" if job.array else "")
+                script, workdir = scripts[job.index], study.directory / job.step
+            elif job.array:
                 what, script = f"step {job.step}: {len(job.nodes)} node(s) as a job array", self.array_script(job)
                 workdir = study.directory / job.step
             else:
                 what, script, workdir = f"node {head.name}", head.script, study.directory / head.workspace
             targets.append(Target(job.index, job.step if job.array else head.name, what, study.directory / script,
                                   workdir, tuple(n.name for n in job.nodes), job.array, job.depends,
-                                  self.node_facts(study, head)))
+                                  self.node_facts(study, head), tuple(len(b) for b in job.bundles)))
         return targets
 
     def render_submit(self, study: Study, plan: Plan) -> str:
         throttle = int(study.options.get("throttle") or 0)
         entries = [self.entry(target, throttle) for target in self.plan_targets(study, plan)]
         return self._template(entries, study_name=study.spec.name, array_count=plan.array_count,
+                              bundle_count=sum(1 for job in plan.jobs if job.bundles),
                               tag=self.tag(study.identity), tag_field=self.tag_field,
                               node_count=len(study.nodes), largest_array=plan.largest_array,
                               uri=self.uri(study.spec.batch))
 
     def manifest_extra(self, study: Study, plan: Plan) -> Dict[str, Any]:
         """study.json entries of this backend: the planned jobs, for people and tools to read."""
-        return {"jobs": [{"step": j.step, "array": j.array, "tasks": len(j.nodes),
-                          "script": self.array_script(j) if j.array else j.nodes[0].script,
-                          "depends": [{"job": d.job, "kind": d.kind, **({"task": d.task} if d.task is not None else {})}
-                                      for d in j.depends]} for j in plan.jobs],
-                "throttle": study.options.get("throttle") or 0}
+        scripts = bundle_scripts(plan, self.script_suffix)
+
+        def script(job: Job) -> str:
+            return scripts[job.index] if job.bundles else self.array_script(job) if job.array else job.nodes[0].script
+        def depends(job: Job) -> List[Dict[str, Any]]:
+            return [{"job": d.job, "kind": d.kind, **({"task": d.task} if d.task is not None else {})}
+                    for d in job.depends]
+        extra = {"jobs": [{"step": j.step, "array": j.array, "tasks": j.tasks, "script": script(j),
+                           **({"bundles": [len(b) for b in j.bundles]} if j.bundles else {}),
+                           "depends": depends(j)} for j in plan.jobs],
+                 "throttle": study.options.get("throttle") or 0}
+        bundled = {job.step: len(job.bundles[0]) for job in plan.jobs if job.bundles}
+        if bundled:
+            extra["bundles"] = bundled    # step -> nodes per bundle: status judges those nodes by their markers
+        if plan.max_queued:
+            extra["max_queued"] = plan.max_queued   # resubmit keeps to it
+        return extra
 
     @staticmethod
     def uri(batch: Mapping[str, Any]) -> Optional[str]:
@@ -297,6 +351,12 @@ class ScheduledBackend(Backend):
     # --- maestro resubmit: each node again as a job of its own, chained like submit.sh ---
     def render_resubmit(self, study: StudyDir, names: Sequence[str], layout: Dict[str, Any]) -> str:
         nodes = study.manifest.nodes
+        limit = study.manifest.get("max_queued") or 0
+        if limit and len(names) > limit:
+            raise SubmitError(f"resubmitting {len(names)} node(s) would queue {len(names)} job(s) (a resubmission "
+                              f"runs each node as a job of its own), more than the {limit} the study was compiled "
+                              f"to fit (docs/big-sweeps.md); resubmit part of them with --only, or compile the spec "
+                              f"again into a new study directory")
         position = {name: i for i, name in enumerate(names)}
         entries = []
         for i, name in enumerate(names):
@@ -308,7 +368,7 @@ class ScheduledBackend(Backend):
             entry = self.entry(target, 0)
             self._check_length(name, entry["args"], len(depends))
             entries.append(entry)
-        return self._template(entries, layout="base/resubmit.sh.j2", array_count=0, largest_array=0,
+        return self._template(entries, layout="base/resubmit.sh.j2", array_count=0, largest_array=0, bundle_count=0,
                               uri=study.manifest.get("flux_uri"), **layout)
 
     def _check_length(self, name: str, args: Sequence[str], parents: int) -> None:
@@ -409,13 +469,16 @@ class ScheduledBackend(Backend):
         return Runtime(submitted_at=submission_time(study, ledger),
                        cancelled=study.is_cancelled(), interrupted=study.submission().interrupted,
                        jobs={node: native.get(entry.job_id) for node, entry in ledger.items()},
-                       parents={name: info.depends for name, info in study.manifest.nodes.items()})
+                       parents={name: info.depends for name, info in study.manifest.nodes.items()},
+                       bundled=bundled_nodes(study))
 
     def judge(self, name: str, markers: Markers, in_ledger: bool, runtime: Runtime) -> Verdict:
         if not runtime.submitted or not in_ledger:
             return Verdict(State.INITIALIZED, INTERRUPTED if runtime.interrupted else "")
         native = runtime.jobs.get(name)
         by_markers = markers.outcome()
+        if name in runtime.bundled:
+            return self._judge_bundled(name, markers, native, runtime)
         if native is None:
             # gone from the scheduler's memory and accounting: the markers are all we have
             return by_markers or Verdict(State.UNKNOWN, "the scheduler no longer knows the job and it left no markers")
@@ -434,6 +497,36 @@ class ScheduledBackend(Backend):
             if failed:
                 return Verdict(State.CANCELLED, f"ancestor {failed} failed")
         return Verdict(state, reason)
+
+    def _judge_bundled(self, name: str, markers: Markers, native: Optional[NativeStatus], runtime: Runtime) -> Verdict:
+        """A node of a bundle: its job is the bundle's, so its own markers come first; the
+        bundle's state only says whether the node may still run (docs/big-sweeps.md)."""
+        if "SKIPPED" in markers:
+            return Verdict(State.CANCELLED, markers.get("REASON", "an ancestor failed"))
+        by_markers = markers.outcome()
+        stopped = self.native_state(native) if native is not None else None
+        if "SIGNAL" in markers and stopped in (State.CANCELLED, State.TIMEDOUT, State.PREEMPTED, State.NODE_FAIL):
+            return Verdict(stopped, f"its bundle was stopped ({native.state}) while the node ran")
+        if by_markers is not None and by_markers.state != State.RUNNING:
+            return by_markers
+        if native is None:
+            return by_markers or Verdict(State.UNKNOWN, "the scheduler no longer knows the bundle and the node left "
+                                                        "no markers")
+        state = self.native_state(native)
+        if state in ACTIVE:
+            if by_markers is not None:
+                return Verdict(State.RUNNING)
+            reason = "waiting for its turn in its bundle" if state == State.RUNNING else self.reason(native, state)
+            if state == State.PENDING and self.is_held(native):
+                reason = INTERRUPTED if runtime.interrupted else "held (released once the whole study is queued)"
+            return Verdict(State.PENDING, reason)
+        if by_markers is not None:   # started, never ended: the bundle was stopped under it
+            return Verdict(state if state != State.FINISHED else State.FAILED,
+                           f"its bundle ended ({native.state}) while the node ran")
+        failed = self._failed_ancestor(name, runtime)
+        if failed:
+            return Verdict(State.CANCELLED, f"ancestor {failed} failed")
+        return Verdict(State.CANCELLED, f"its bundle ended ({native.state}) before the node started")
 
     def _failed_ancestor(self, name: str, runtime: Runtime) -> Optional[str]:
         """The nearest ancestor whose job failed or timed out (for the reason column)."""
@@ -516,6 +609,26 @@ class ScheduledBackend(Backend):
         study.mark_cancelled(int(time.time()))
         return (f"cancelled {len(active)} queued or running job(s) of the study with {self.cancel_argv(['X'])[0]}"
                 + (f" ({len(ids) - len(active)} had already ended)" if len(ids) > len(active) else ""))
+
+
+def bundled_nodes(study: StudyDir) -> FrozenSet[str]:
+    """The nodes of the steps compiled into bundles (study.json's "bundles")."""
+    steps = study.manifest.get("bundles") or {}
+    if not steps:
+        return frozenset()
+    return frozenset(name for name, info in study.manifest.nodes.items() if info.step in steps)
+
+
+def bundle_scripts(plan: Plan, suffix: str) -> Dict[int, str]:
+    """job index -> the script of each job of bundles: <step>/<step>.bundle[N]<suffix>, N counting
+    a step's jobs of bundles from the second (a step needs several past MaxArraySize)."""
+    scripts: Dict[int, str] = {}
+    seen: Dict[str, int] = {}
+    for job in plan.jobs:
+        if job.bundles:
+            number = seen[job.step] = seen.get(job.step, -1) + 1
+            scripts[job.index] = f"{job.step}/{make_safe(job.step)}.bundle{number or ''}{suffix}"
+    return scripts
 
 
 def submission_time(study: StudyDir, ledger: Dict[str, LedgerEntry]) -> Optional[float]:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from ..bundles import time_limit
 from ..expand import count, make_safe
 from ..model import Node, Study
 from ..plan import Capabilities, Job
@@ -40,7 +41,8 @@ class SlurmBackend(ScheduledBackend):
     scheduler = "Slurm"
     submit_command = "sbatch"
     cancel_command = "scancel"
-    capabilities = Capabilities(arrays=True, max_array_size=DEFAULT_MAX_ARRAY, directive_prefix=prefix)
+    capabilities = Capabilities(arrays=True, max_array_size=DEFAULT_MAX_ARRAY, directive_prefix=prefix, bundles=True)
+    queue_limit_name = "the cluster's MaxSubmitJobs, from sacctmgr"
     tag_field = "comment (squeue %k)"
     job_id = re.compile(r"[0-9]+(?:_[0-9]+)?")
 
@@ -106,6 +108,48 @@ class SlurmBackend(ScheduledBackend):
         match = re.search(r"^MaxArraySize\s*=\s*(\d+)", text, re.M)
         return int(match.group(1)) if match else None
 
+    def queue_limit_commands(self, user: str) -> List[Command]:
+        if not user:
+            return []
+        # sacctmgr asks slurmdbd, which a login node may not reach: 5 s, and no answer is no limit
+        def ask(*words: str) -> Command:
+            return Command(("sacctmgr", "-n", "-P", *words), self.scheduler, optional=True, timeout=5)
+        return [ask("show", "user", user, "format=DefaultAccount"),
+                ask("show", "assoc", "where", f"user={user}", "format=Account,MaxSubmit,GrpSubmit,QOS,DefaultQOS"),
+                ask("show", "qos", "format=Name,MaxSubmitPU,GrpSubmit")]
+
+    def parse_queue_limit(self, texts: Sequence[str], batch: Mapping[str, Any]) -> Optional[int]:
+        """The smallest MaxSubmitJobs/GrpSubmitJobs of the user's associations with the study's
+        account (batch.bank, else the default account) and MaxSubmitJobsPerUser/GrpSubmitJobs of
+        the QOS the jobs get (batch.qos, else the association's default QOS)."""
+        user_text, assoc_text, qos_text = (list(texts) + ["", "", ""])[:3]
+        default_account = next((line.strip() for line in user_text.splitlines() if line.strip()), "")
+        account = str(batch.get("bank") or default_account)
+        limits: List[int] = []
+        qos_names = set()
+        for line in assoc_text.splitlines():
+            fields = line.split("|")
+            if len(fields) < 5 or fields[0] != account:
+                continue
+            limits += [int(value) for value in fields[1:3] if value.isdigit()]
+            wanted = str(batch.get("qos") or fields[4] or "")
+            if wanted:
+                qos_names.add(wanted)
+            elif fields[3] and "," not in fields[3]:
+                qos_names.add(fields[3])    # the one QOS the association allows
+        for line in qos_text.splitlines():
+            fields = line.split("|")
+            if len(fields) >= 3 and fields[0] in qos_names:
+                limits += [int(value) for value in fields[1:3] if value.isdigit()]
+        return min(limits) if limits else None
+
+    # --- bundles (docs/big-sweeps.md) ---
+    def bundle_directives(self, study: Study, job: Job, log: str) -> List[str]:
+        """An array's header, with a time limit for a bundle's nodes run one after another."""
+        lines = [line for line in self.array_directives(study, job, log) if not line.startswith("--time=")]
+        seconds = time_limit(job)
+        return lines + [f"--time={slurm_time(seconds)}"] if seconds else lines
+
     # --- submission ---
     def job_args(self, target: Target, throttle: int) -> List[str]:
         """sbatch's words for one job: held when it has no dependencies (released at the end of the
@@ -115,7 +159,7 @@ class SlurmBackend(ScheduledBackend):
         else:
             args = [f'"--dependency={dependency_list(target)}"', "--kill-on-invalid-dep=yes"]
         if target.array:
-            args.append(f"--array=0-{len(target.nodes) - 1}" + (f"%{throttle}" if throttle else ""))
+            args.append(f"--array=0-{target.task_count - 1}" + (f"%{throttle}" if throttle else ""))
         return args + ["-D", sh(target.workdir), sh(target.script)]
 
     # --- status ---

@@ -10,6 +10,10 @@ set -euo pipefail
 
 CLUSTER=mctest
 ACCOUNT=mcacct
+# a second account with a limit on queued jobs, as real sites have: the bundle tests submit with
+# it (batch.bank), the other tests keep the unlimited one
+LIMITED_ACCOUNT=mcbundle
+LIMITED_MAX_SUBMIT=50
 CONF=/etc/slurm/slurm.conf
 
 install_packages() {
@@ -64,6 +68,8 @@ EOC
     # seconds, so status must come from accounting, as on a busy cluster. OverSubscribe lets the
     # 2-core test machine run several one-task jobs at once. MaxArraySize/MaxJobCount are raised
     # (as sites running big sweeps do) so a 10,000-point sweep fits in one array per step.
+    # AccountingStorageEnforce=limits: association limits (MaxSubmitJobs) hold, as on real sites.
+    [ -f "$CONF" ] && cp "$CONF" "$CONF.before"
     cat > "$CONF" <<EOC
 ClusterName=$CLUSTER
 SlurmctldHost=$host
@@ -83,6 +89,7 @@ SlurmctldPidFile=/run/slurmctld.pid
 SlurmdPidFile=/run/slurmd.pid
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
+AccountingStorageEnforce=limits
 JobAcctGatherType=jobacct_gather/none
 MpiDefault=none
 MinJobAge=2
@@ -100,6 +107,14 @@ start_slurm() {
     sacctmgr -i add cluster "$CLUSTER" >/dev/null 2>&1 || true
     sacctmgr -i add account "$ACCOUNT" >/dev/null 2>&1 || true
     sacctmgr -i add user "$(id -un)" account="$ACCOUNT" >/dev/null 2>&1 || true
+    sacctmgr -i add account "$LIMITED_ACCOUNT" >/dev/null 2>&1 || true
+    sacctmgr -i add user "$(id -un)" account="$LIMITED_ACCOUNT" >/dev/null 2>&1 || true
+    sacctmgr -i modify user where name="$(id -un)" account="$LIMITED_ACCOUNT" set MaxSubmitJobs="$LIMITED_MAX_SUBMIT" >/dev/null 2>&1 || true
+    # a controller started with an older configuration (no limits enforced) starts again
+    if [ -f "$CONF.before" ] && ! cmp -s "$CONF" "$CONF.before" && pgrep -x slurmctld >/dev/null; then
+        ctld_stop
+    fi
+    rm -f "$CONF.before"
     pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld
     pgrep -x slurmd >/dev/null || /usr/sbin/slurmd
     for _ in $(seq 60); do

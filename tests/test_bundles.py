@@ -1,0 +1,386 @@
+"""Bundles (docs/big-sweeps.md) without a scheduler: the sizes chosen to fit a queue limit, the
+plan of bundle jobs, the rendered scripts, the bundle script's own logic run by hand, the queue
+limit read from sacctmgr's output, status of bundled nodes, and the backends that refuse bundles."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import maestro, write_study_spec
+from maestro_compile.backends.slurm import SlurmBackend
+from maestro_compile.bundles import choose, jobs_needed
+from maestro_compile.pipeline import Options, build_study, compile_study
+from maestro_compile.errors import CompileError, SpecError
+from maestro_compile.states import NativeStatus, Runtime, State
+from maestro_compile.studydir import parse_markers
+
+
+def sweep(points: int, backend: str = "slurm", extra_batch: str = "", simulate_run: str = "") -> str:
+    """Three steps over X and a funnel: 3 * points + 1 nodes."""
+    values = ", ".join(str(i) for i in range(points))
+    return f"""\
+        batch:
+          type: {backend}{extra_batch}
+        study:
+          - name: prepare
+            description: per point
+            run:
+              cmd: echo prep $(X) > out.txt
+              walltime: "00:01:00"
+          - name: simulate
+            description: per point
+            run:
+              cmd: |
+                if [ -e $(SPECROOT)/fail.$(X) ]; then exit 7; fi
+                cat ../../prepare/X.$(X)/out.txt > sim.txt
+              depends: [prepare]
+              walltime: "00:01:00"{simulate_run}
+          - name: analyze
+            description: per point
+            run:
+              cmd: cat ../../simulate/X.$(X)/sim.txt > ana.txt
+              depends: [simulate]
+          - name: collect
+            description: the funnel
+            run:
+              cmd: cat ../analyze/X.*/ana.txt | wc -l > count.txt
+              depends: [analyze_*]
+        global.parameters:
+          X:
+            values: [{values}]
+            label: X.%%
+        """
+
+
+def compiled(tmp_path: Path, body: str, name: str = "bundled", **options):
+    spec = write_study_spec(tmp_path, name, body)
+    return compile_study(Options(spec_path=spec, out_dir=tmp_path / name, **options))
+
+
+# --- choosing the sizes ---
+
+def test_a_study_that_fits_is_not_bundled():
+    choice = choose({"a": 10, "b": 10, "c": 1}, {"a": True, "b": True, "c": False}, {}, 0, 21)
+    assert dict(choice.sizes) == {"a": 1, "b": 1, "c": 1} and choice.queued == 21 and not choice.bundled
+    assert choice.note == ""
+
+
+def test_the_smallest_common_size_that_fits():
+    choice = choose({"a": 1000, "b": 1000, "c": 1000, "d": 1}, dict.fromkeys("abcd", True), {}, 0, 50)
+    # 3 * ceil(1000 / K) + 1 <= 50 -> K = 63 (3 * 16 + 1 = 49); K = 62 gives 3 * 17 + 1 = 52
+    assert choice.sizes["a"] == choice.sizes["b"] == choice.sizes["c"] == 63
+    assert choice.queued == 49
+    assert "63 node(s) per job" in choice.note and "at most 50 queued" in choice.note
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_limit_holds_and_the_size_is_minimal_over_many_shapes(seed):
+    rng = random.Random(seed)
+    steps = {f"s{i}": rng.choice([1, 1, 2, 7, 50, 333, 1000, 4096]) for i in range(rng.randint(1, 6))}
+    can = {step: rng.random() < 0.8 for step in steps}
+    fixed = {step: rng.randint(2, 9) for step in steps if can[step] and rng.random() < 0.2}
+    limit = rng.randint(1, 3000)
+    try:
+        choice = choose(steps, can, fixed, 0, limit)
+    except CompileError as exc:
+        # refused only when even one bundle per free step cannot fit
+        best = sum(1 if can[s] and s not in fixed else jobs_needed(n, fixed.get(s, 1) if can[s] else 1)
+                   for s, n in steps.items())
+        assert best > limit, f"refused although {best} <= {limit}: {exc}"
+        return
+    queued = sum(jobs_needed(n, choice.sizes[s]) for s, n in steps.items())
+    assert queued == choice.queued <= limit
+    assert all(choice.sizes[s] == 1 for s in steps if not can[s])
+    assert all(choice.sizes[s] == fixed[s] for s in fixed)
+    free = [s for s in steps if can[s] and s not in fixed]
+    sizes = {choice.sizes[s] for s in free}
+    assert len(sizes) <= 1, "one size for every free step"
+    if sizes and sizes != {1}:
+        smaller = next(iter(sizes)) - 1
+        assert sum(jobs_needed(n, smaller if s in free else choice.sizes[s]) for s, n in steps.items()) > limit
+
+
+def test_steps_that_cannot_be_bundled_are_named_when_nothing_fits():
+    with pytest.raises(CompileError) as caught:
+        choose({"a": 100, "b": 60}, {"a": True, "b": False}, {}, 0, 50)
+    assert "61 queued job(s)" in str(caught.value) and "steps b cannot be bundled" in str(caught.value)
+
+
+def test_bundle_by_hand_and_a_step_s_own_key(tmp_path):
+    body = sweep(10).replace("cat ../../simulate/X.$(X)/sim.txt > ana.txt",
+                             "cat ../../simulate/X.$(X)/sim.txt > ana.txt\n              bundle: 5")
+    result = compiled(tmp_path, body, bundle=3, max_queued=1000)
+    manifest = json.loads((result.directory / "study.json").read_text())
+    assert manifest["bundles"] == {"prepare": 3, "simulate": 3, "analyze": 5, "collect": 1}
+    assert result.notes == ["bundles: at most 1000 queued job(s) (--max-queued): 3 node(s) per job for step(s) "
+                            "prepare, simulate; 5 node(s) per job for step(s) analyze "
+                            "(11 job(s) queued for 31 node(s))"]
+
+
+# --- the plan ---
+
+def test_a_sweep_under_a_limit_chains_bundles_task_to_task_and_the_funnel_waits_for_all(tmp_path):
+    result = compiled(tmp_path, sweep(1000), max_queued=50)
+    manifest = json.loads((result.directory / "study.json").read_text())
+    jobs = manifest["jobs"]
+    assert [(j["step"], j["array"], j["tasks"]) for j in jobs] == [
+        ("prepare", True, 16), ("simulate", True, 16), ("analyze", True, 16), ("collect", False, 1)]
+    assert sum(j["tasks"] for j in jobs) <= 50
+    assert [j["depends"] for j in jobs] == [[], [{"job": 0, "kind": "aftercorr"}], [{"job": 1, "kind": "aftercorr"}],
+                                            [{"job": 2, "kind": "afterok"}]]
+    assert jobs[0]["bundles"] == [63] * 15 + [55]
+    submit = (result.directory / "submit.sh").read_text()
+    assert "--array=0-15" in submit and "simulate/simulate.bundle.slurm.sh" in submit
+    # every node is in the ledger's plan: record_bundles gets the sizes and all 1,000 nodes
+    line = next(line for line in submit.splitlines() if line.startswith('record_bundles "${J1}"'))
+    assert line.split()[2] == '"' + ",".join(["63"] * 15 + ["55"]) + '"' and len(line.split()) == 3 + 1000
+
+
+def test_unaligned_bundles_wait_for_the_parent_tasks_that_hold_their_parents(tmp_path):
+    body = sweep(6).replace("echo prep $(X) > out.txt", "echo prep $(X) > out.txt\n              bundle: 3") \
+        .replace("walltime: \"00:01:00\"\n          - name: analyze",
+                 "walltime: \"00:01:00\"\n              bundle: 2\n          - name: analyze")
+    result = compiled(tmp_path, body, max_queued=1000)
+    jobs = json.loads((result.directory / "study.json").read_text())["jobs"]
+    simulate = [j for j in jobs if j["step"] == "simulate"]
+    # bundles of 2 under bundles of 3: [0,1] <- task 0; [2,3] <- tasks 0 and 1 (the whole array);
+    # [4,5] <- task 1
+    assert [j["depends"] for j in simulate] == [
+        [{"job": 0, "kind": "afterok", "task": 0}],
+        [{"job": 0, "kind": "afterok"}],
+        [{"job": 0, "kind": "afterok", "task": 1}]]
+    assert len({j["script"] for j in simulate}) == 3
+
+
+def test_a_restart_step_below_bundles_is_refused(tmp_path):
+    body = sweep(4, simulate_run="\n              restart: echo again")
+    with pytest.raises(CompileError, match="step 'simulate' has a `restart` and runs after bundled steps"):
+        compiled(tmp_path, body.replace("echo prep $(X) > out.txt",
+                                        "echo prep $(X) > out.txt\n              bundle: 2"))
+
+
+def test_a_bundle_key_on_a_step_that_cannot_be_bundled_is_refused(tmp_path):
+    body = sweep(4, simulate_run="\n              restart: echo again\n              bundle: 2")
+    with pytest.raises(CompileError, match="step 'simulate' has `bundle: 2` but its nodes cannot share one job"):
+        compiled(tmp_path, body, max_queued=1000)
+
+
+def test_the_bundle_key_is_validated(tmp_path):
+    for bad in ("0", "two", "1.5"):
+        body = sweep(2).replace("cmd: echo prep $(X) > out.txt",
+                                f"cmd: echo prep $(X) > out.txt\n              bundle: {bad}")
+        spec = write_study_spec(tmp_path, "bad", body)
+        with pytest.raises(SpecError, match=r"study\[0\]\.run\.bundle.*expected an integer >= 1"):
+            build_study(Options(spec_path=spec, out_dir=tmp_path / "out"))
+
+
+@pytest.mark.parametrize("backend", ["flux", "pbs"])
+def test_backends_without_bundles_refuse_them(tmp_path, backend):
+    result = maestro("compile", write_study_spec(tmp_path, "b", sweep(10, backend)), "-o", tmp_path / "out",
+                     "--bundle", "4")
+    assert result.returncode != 0 and not (tmp_path / "out").exists()
+    assert f"bundles are not supported by the {backend} backend yet" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_local_backend_runs_nodes_one_by_one_whatever_is_asked(tmp_path):
+    result = compiled(tmp_path, sweep(10, "local"), bundle=4, max_queued=2)
+    assert result.notes == [] and not list(result.directory.rglob("*.bundle*"))
+
+
+def test_the_cli_says_what_it_chose(tmp_path):
+    result = maestro("compile", write_study_spec(tmp_path, "cli", sweep(100)), "-o", tmp_path / "out",
+                     "--max-queued", "40")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == ("bundles: at most 40 queued job(s) (--max-queued): 8 node(s) per job "
+                                             "for step(s) prepare, simulate, analyze "
+                                             "(40 job(s) queued for 301 node(s))")
+
+
+# --- the bundle script, run by hand as Slurm would run task i ---
+
+def run_task(script: Path, task: int, cpus: int = 1) -> subprocess.CompletedProcess:
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID=str(task), SLURM_ARRAY_JOB_ID="77", SLURM_CPUS_ON_NODE=str(cpus),
+               SLURM_JOB_NUM_NODES="1")
+    return subprocess.run([str(script)], cwd=script.parent, env=env, capture_output=True, text=True, timeout=60)
+
+
+def markers(directory: Path, workspace: str, name: str):
+    path = directory / workspace / f"{name}.status"
+    return parse_markers(path.read_text()) if path.exists() else None
+
+
+def test_a_bundle_runs_its_nodes_and_skips_only_the_descendants_of_a_failed_one(tmp_path):
+    result = compiled(tmp_path, sweep(4), bundle=2, max_queued=1000)
+    study = result.directory
+    (tmp_path / "spec" / "fail.1").write_text("")
+    for step in ("prepare", "simulate", "analyze"):
+        for task in (0, 1):
+            done = run_task(study / step / f"{step}.bundle.slurm.sh", task, cpus=2)
+            assert done.returncode == 0, done.stderr   # whatever its nodes returned
+    done = run_task(study / "collect" / "collect.bundle.slurm.sh", 0)
+    assert done.returncode == 0 and "skipped collect: ancestor simulate_X.1 failed" in done.stdout
+    assert markers(study, "simulate/X.1", "simulate_X.1")["EXIT_CODE"] == "7"
+    skipped = markers(study, "analyze/X.1", "analyze_X.1")
+    assert skipped["REASON"] == "ancestor simulate_X.1 failed" and "SKIPPED" in skipped
+    assert skipped["JOB_ID"] == "77_0"
+    assert markers(study, "collect", "collect")["REASON"] == "ancestor simulate_X.1 failed"
+    for x in (0, 2, 3):   # the siblings went on, each with its own files
+        assert markers(study, f"analyze/X.{x}", f"analyze_X.{x}")["EXIT_CODE"] == "0"
+        assert (study / f"analyze/X.{x}/ana.txt").read_text() == f"prep {x}\n"
+    # a node's step script is still runnable by hand
+    node = study / "collect" / "collect.slurm.sh"
+    assert subprocess.run([str(node)], cwd=node.parent, capture_output=True).returncode == 0
+
+
+def test_a_cancelled_bundle_stops_its_running_nodes(tmp_path):
+    body = sweep(2).replace("echo prep $(X) > out.txt", "sleep 30; echo $(X)")
+    study = compiled(tmp_path, body, bundle=2, max_queued=1000).directory
+    script = study / "prepare" / "prepare.bundle.slurm.sh"
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID="0", SLURM_CPUS_ON_NODE="2", SLURM_JOB_NUM_NODES="1")
+    process = subprocess.Popen([str(script)], cwd=script.parent, env=env, stdout=subprocess.PIPE, text=True)
+    from helpers import wait_until
+    wait_until(lambda: all(markers(study, f"prepare/X.{x}", f"prepare_X.{x}") for x in (0, 1)), "both started", 20)
+    process.terminate()
+    assert process.wait(timeout=30) == 143    # the bundle broke: its dependents must not run
+    for x in (0, 1):
+        assert markers(study, f"prepare/X.{x}", f"prepare_X.{x}")["SIGNAL"] == "TERM"
+
+
+# --- the cluster's limit, from sacctmgr's answers ---
+
+USER = "root\n"
+ASSOCIATIONS = "mcbundle|50||normal|\nmcacct|||normal,big|normal\nroot|||normal|\n"
+QOS = "normal||\nbig|20|\nsmall|5|100\n"
+
+
+@pytest.mark.parametrize("batch, limit", [
+    ({}, None),                                   # the default account (root) has no limit
+    ({"bank": "mcbundle"}, 50),
+    ({"bank": "mcacct"}, None),
+    ({"bank": "mcacct", "qos": "big"}, 20),       # the QOS's MaxSubmitJobsPerUser
+    ({"bank": "mcbundle", "qos": "small"}, 5),
+    ({"bank": "elsewhere"}, None),
+])
+def test_the_queue_limit_is_the_account_s_and_its_qos_s(batch, limit):
+    assert SlurmBackend().parse_queue_limit([USER, ASSOCIATIONS, QOS], batch) == limit
+
+
+def test_no_answer_means_no_limit():
+    assert SlurmBackend().parse_queue_limit(["", "", ""], {"bank": "x"}) is None
+    commands = SlurmBackend().queue_limit_commands("someone")
+    assert [c.argv[:4] for c in commands] == [("sacctmgr", "-n", "-P", "show")] * 3
+    assert all(c.optional and c.timeout <= 5 for c in commands)
+    assert SlurmBackend().queue_limit_commands("") == []
+
+
+def test_the_limit_read_from_the_cluster_bundles_the_study(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "sacctmgr"
+    fake.write_text("#!/bin/sh\ncase \"$4\" in\n  user) echo acct ;;\n  assoc) echo 'acct|30||normal|' ;;\n"
+                    "  qos) echo 'normal||' ;;\nesac\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    result = compiled(tmp_path, sweep(100), max_array_size=1000)
+    assert "at most 30 queued job(s) (the cluster's MaxSubmitJobs, from sacctmgr)" in result.notes[0]
+    jobs = json.loads((result.directory / "study.json").read_text())["jobs"]
+    assert sum(j["tasks"] for j in jobs) <= 30
+
+
+def test_a_cluster_that_does_not_answer_is_asked_once_and_means_no_limit(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    fake = bin_dir / "sacctmgr"
+    fake.write_text(f"#!/bin/sh\necho \"$*\" >> '{calls}'\necho 'sacctmgr: error: slurmdbd unreachable' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    result = compiled(tmp_path, sweep(100), max_array_size=1000)
+    assert result.notes == [] and len(calls.read_text().splitlines()) == 1
+    jobs = json.loads((result.directory / "study.json").read_text())["jobs"]
+    assert "bundles" not in json.loads((result.directory / "study.json").read_text())
+    assert [job["tasks"] for job in jobs] == [100, 100, 100, 1]
+
+
+# --- status of bundled nodes ---
+
+def judge(markers_text: str, native, bundled: bool = True, parents=(), shown=None):
+    runtime = Runtime(submitted_at=1.0, jobs={"n": native, "p": None}, parents={"n": tuple(parents)},
+                      shown=shown or {}, bundled=frozenset({"n"} if bundled else ()))
+    return SlurmBackend().judge("n", parse_markers(markers_text), True, runtime)
+
+
+@pytest.mark.parametrize("text, native, expected", [
+    ("START=1\nEND=2\nEXIT_CODE=0\n", NativeStatus("COMPLETED"), (State.FINISHED, "")),
+    ("START=1\nEND=2\nEXIT_CODE=3\n", NativeStatus("COMPLETED"), (State.FAILED, "exit code 3")),
+    ("JOB_ID=1_0\nSKIPPED=5\nREASON=ancestor a failed\n", NativeStatus("COMPLETED"),
+     (State.CANCELLED, "ancestor a failed")),
+    ("", NativeStatus("RUNNING"), (State.PENDING, "waiting for its turn in its bundle")),
+    ("", NativeStatus("PENDING", "JobHeldUser"), (State.PENDING, "held (released once the whole study is queued)")),
+    ("START=1\n", NativeStatus("RUNNING"), (State.RUNNING, "")),
+    ("START=1\n", NativeStatus("TIMEOUT"), (State.TIMEDOUT, "its bundle ended (TIMEOUT) while the node ran")),
+    ("", NativeStatus("TIMEOUT"), (State.CANCELLED, "its bundle ended (TIMEOUT) before the node started")),
+    ("START=1\nSIGNAL=TERM\nEND=2\nEXIT_CODE=143\n", NativeStatus("CANCELLED by 0"),
+     (State.CANCELLED, "its bundle was stopped (CANCELLED by 0) while the node ran")),
+    ("START=1\nSIGNAL=TERM\nEND=2\nEXIT_CODE=143\n", NativeStatus("TIMEOUT"),
+     (State.TIMEDOUT, "its bundle was stopped (TIMEOUT) while the node ran")),
+    ("START=1\nEND=2\nEXIT_CODE=0\n", None, (State.FINISHED, "")),
+])
+def test_a_bundled_node_is_judged_by_its_markers_first(text, native, expected):
+    verdict = judge(text, native)
+    assert (verdict.state, verdict.reason) == expected
+
+
+def test_a_bundle_killed_for_a_failed_parent_bundle_names_the_ancestor():
+    verdict = judge("", NativeStatus("CANCELLED", "DependencyNeverSatisfied"), parents=["p"],
+                    shown={"p": State.TIMEDOUT})
+    assert (verdict.state, verdict.reason) == (State.CANCELLED, "ancestor p failed")
+    # a node of an ordinary job is judged as before: its job's COMPLETED counts
+    assert judge("", NativeStatus("COMPLETED"), bundled=False).state == State.FINISHED
+
+
+def test_a_resubmission_larger_than_the_limit_is_refused_before_anything_is_written(tmp_path):
+    from maestro_compile.errors import SubmitError
+    from maestro_compile.studydir import StudyDir
+    study = StudyDir.open(compiled(tmp_path, sweep(10), max_queued=8).directory)
+    assert study.manifest.get("max_queued") == 8
+    names = [name for name in study.manifest.nodes if name.startswith("simulate")][:9]
+    with pytest.raises(SubmitError, match="resubmitting 9 node\\(s\\) would queue 9 job\\(s\\).* more than the 8"):
+        SlurmBackend().render_resubmit(study, names, {})
+    assert "submit J7 " in SlurmBackend().render_resubmit(study, names[:8], {
+        "study_name": "s", "number": 1, "created": "now", "ledger_size": 0, "node_count": 8, "counts": "8 FAILED",
+        "jobs_limit": 1, "logs": []})
+
+
+# --- LSF, against the command double of tests/doubles/lsf (it runs the jobs for real) ---
+
+def test_lsf_bundles_cascade_a_failure_to_its_descendants_only_and_resubmit_reruns_only_them(tmp_path):
+    from test_doubles_e2e import Scheduler
+    lsf = Scheduler("lsf", tmp_path)
+    try:
+        spec = lsf.spec("lsfbundles", sweep(6).replace("$(SPECROOT)/fail", str(tmp_path / "fail")))
+        (tmp_path / "fail.1").write_text("")
+        study = lsf.compile(spec, "--bundle", "3", "--max-queued", "100")
+        text = (study / "submit.sh").read_text()
+        header = (study / "simulate/simulate.bundle.lsf.sh").read_text()
+        assert 'done(${J0}[*])' in text and '-J "simulate[1-2]"' in header
+        lsf.submit(study)
+        expected = {f"{step}_X.{x}": "FINISHED" for step in ("prepare", "simulate", "analyze") for x in range(6)}
+        expected.update({"simulate_X.1": "FAILED", "analyze_X.1": "CANCELLED", "collect": "CANCELLED"})
+        nodes = lsf.wait_for(study, expected)
+        assert nodes["collect"]["reason"] == "ancestor simulate_X.1 failed"
+        # the failed node shares its job with its bundle's siblings: element 1 of the array (LSF counts from 1)
+        assert nodes["simulate_X.0"]["job_id"] == nodes["simulate_X.1"]["job_id"] == nodes["simulate_X.2"]["job_id"]
+        assert nodes["simulate_X.1"]["job_id"].endswith("[1]") and nodes["simulate_X.4"]["job_id"].endswith("[2]")
+        (tmp_path / "fail.1").unlink()
+        lsf.ok("resubmit", study)
+        lsf.wait_for(study, dict.fromkeys(expected, "FINISHED"))
+        assert (study / "analyze/X.1/ana.txt").read_text() == "prep 1\n"
+    finally:
+        lsf.stop()

@@ -1,0 +1,151 @@
+"""Bundles on the real one-node Slurm cluster of tests/slurm/cluster.sh, which enforces association
+limits as real sites do: its account mcbundle has MaxSubmitJobs=50 (the other tests use an
+unlimited account). Harness: test_slurm_e2e.py (only the tests' own jobs are looked at or cancelled).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from test_slurm_e2e import Studies, describe, ledger, maestro, ok, status, submit_lines, wait_for_states
+
+pytestmark = pytest.mark.slurm
+
+LIMITED_ACCOUNT = "mcbundle"     # tests/slurm/cluster.sh
+LIMIT = 50
+
+
+@pytest.fixture
+def studies(tmp_path, slurm_cluster):
+    registry = Studies(tmp_path)
+    yield registry
+    registry.stop_all()
+
+
+def sweep(points: int) -> str:
+    """prepare -> simulate -> analyze per point, and a funnel; simulate fails while fail.<X> exists.
+    Every run appends its node to runs.txt, so the test sees what ran and how often."""
+    values = ", ".join(str(i) for i in range(points))
+    return f"""
+    batch: {{type: slurm, bank: {LIMITED_ACCOUNT}}}
+    study:
+      - name: prepare
+        description: per point
+        run:
+          cmd: |
+            echo prepare_$(X) >> $(SPECROOT)/runs.txt
+            echo $(X) > out.txt
+          walltime: "00:01:00"
+      - name: simulate
+        description: fails while fail.<X> exists
+        run:
+          cmd: |
+            echo simulate_$(X) >> $(SPECROOT)/runs.txt
+            test ! -e $(SPECROOT)/fail.$(X) || exit 3
+            echo $(( $(cat ../../prepare/X.$(X)/out.txt) * 2 )) > sim.txt
+          depends: [prepare]
+          walltime: "00:01:00"
+      - name: analyze
+        description: per point
+        run:
+          cmd: |
+            echo analyze_$(X) >> $(SPECROOT)/runs.txt
+            echo $(( $(cat ../../simulate/X.$(X)/sim.txt) + 1 )) > ana.txt
+          depends: [simulate]
+          walltime: "00:01:00"
+      - name: collect
+        description: the funnel
+        run:
+          cmd: |
+            echo collect >> $(SPECROOT)/runs.txt
+            cat ../analyze/X.*/ana.txt | sort -n | tr '\\n' ' ' > all.txt
+          depends: [analyze_*]
+    global.parameters:
+      X: {{values: [{values}], label: X.%%}}
+    """
+
+
+def runs(spec: Path) -> List[str]:
+    path = spec.parent / "runs.txt"
+    return path.read_text().split() if path.exists() else []
+
+
+def queued_jobs(tag: str) -> int:
+    """Our queued jobs (pending or running; array tasks one each), as Slurm counts them for the limit."""
+    out = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%k"], capture_output=True, text=True, timeout=30).stdout
+    return sum(1 for comment in out.splitlines() if comment.startswith(tag))
+
+
+def test_a_failure_in_a_bundle_cancels_only_its_descendants_and_resubmit_runs_only_them(studies):
+    spec = studies.spec("cascade", sweep(6))
+    (spec.parent / "fail.1").touch()
+    study = studies.compile(spec, "--bundle", "3", name="cascade")
+    lines = submit_lines(study)
+    assert [("--array=0-1" in line, "aftercorr" in line) for line in lines] == [
+        (True, False), (True, True), (True, True), (False, False)], lines
+    studies.submit(study)
+    expected = {f"{step}_X.{x}": "FINISHED" for step in ("prepare", "simulate", "analyze") for x in range(6)}
+    expected.update({"simulate_X.1": "FAILED", "analyze_X.1": "CANCELLED", "collect": "CANCELLED"})
+    nodes = wait_for_states(study, expected)
+    assert nodes["analyze_X.1"]["reason"] == nodes["collect"]["reason"] == "ancestor simulate_X.1 failed", \
+        describe(nodes)
+    # the failed node's bundle siblings went on, in the same job
+    assert nodes["simulate_X.0"]["job_id"] == nodes["simulate_X.1"]["job_id"] == nodes["simulate_X.2"]["job_id"]
+    assert (study / "analyze/X.2/ana.txt").read_text() == "5\n"
+    before = runs(spec)
+    assert sorted(before) == sorted([f"{s}_{x}" for s in ("prepare", "simulate") for x in range(6)]
+                                    + [f"analyze_{x}" for x in range(6) if x != 1])
+
+    (spec.parent / "fail.1").unlink()
+    ok(maestro("resubmit", study))
+    wait_for_states(study, {name: "FINISHED" for name in expected})
+    assert sorted(runs(spec)[len(before):]) == ["analyze_1", "collect", "simulate_1"]   # no finished sibling again
+    assert (study / "collect/all.txt").read_text() == "1 3 5 7 9 11 "
+
+
+@pytest.mark.slow
+def test_a_1000_point_sweep_fits_the_cluster_s_limit_of_50_queued_jobs(studies):
+    spec = studies.spec("big", sweep(1000))
+    started = time.monotonic()
+    result = ok(maestro("compile", spec, "--backend", "slurm", "-o", studies.out("big"), cwd=studies.root))
+    study = studies.root / "big"
+    assert f"at most {LIMIT} queued job(s) (the cluster's MaxSubmitJobs, from sacctmgr)" in result.stdout
+    manifest = json.loads((study / "study.json").read_text())
+    planned = sum(job["tasks"] for job in manifest["jobs"])
+    assert planned <= LIMIT and len(manifest["nodes"]) == 3001
+    tag = "maestro_compile:" + manifest["id"]
+    studies.submit(study)      # an unbundled study is refused here: AssocMaxSubmitJobLimit
+    most = 0
+    while time.monotonic() - started < 900:
+        most = max(most, queued_jobs(tag))
+        if (study / "collect" / "collect.status").exists() and queued_jobs(tag) == 0:
+            break
+        time.sleep(1)
+    assert 0 < most <= LIMIT
+    nodes = wait_for_states(study, {name: "FINISHED" for name in manifest["nodes"]}, timeout=300)
+    assert len(nodes) == 3001
+    assert len({node["job_id"] for node in nodes.values()}) == planned
+    expected = " ".join(str(2 * x + 1) for x in range(1000)) + " "
+    assert (study / "collect/all.txt").read_text() == expected
+    assert sorted(runs(spec)) == sorted([f"{s}_{x}" for s in ("prepare", "simulate", "analyze") for x in range(1000)]
+                                        + ["collect"])
+    assert len(ledger(study)) == 3001
+
+
+def test_cancel_stops_the_bundles_and_every_node_shows_cancelled(studies):
+    body = sweep(4).replace("echo $(X) > out.txt", "echo $(X) > out.txt; sleep 300")
+    spec = studies.spec("stop", body)
+    study = studies.compile(spec, "--bundle", "2", name="stop")
+    studies.submit(study)
+    from helpers import wait_until
+    wait_until(lambda: status(study)["prepare_X.0"]["state"] == "RUNNING", "prepare_X.0 to run", 120)
+    ok(maestro("cancel", study))
+    nodes = wait_for_states(study, {name: "CANCELLED" for name in status(study)}, timeout=120)
+    assert "while the node ran" in nodes["prepare_X.0"]["reason"], describe(nodes)
+    assert not subprocess.run(["squeue", "-h", "-j", ",".join({n["job_id"].split("_")[0] for n in nodes.values()})],
+                              capture_output=True, text=True).stdout.strip()
