@@ -1,6 +1,7 @@
 """Flux: `# flux:` scripts, one job per node chained with --dependency=afterok, status from flux jobs."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -350,7 +351,7 @@ def with_gather_jobs(entries: List[Dict[str, Any]], limit: int, command: List[st
     (gathers of gathers when even those are too many). A gather waits (afterok) on its parents and
     the job on its gathers, so the job still runs only when every parent succeeded, and a failed
     parent still fails it through Flux's dependency exceptions."""
-    numbers = iter(range(max((entry["job"] for entry in entries), default=-1) + 1, 1 << 62))
+    numbers = itertools.count(max((entry["job"] for entry in entries), default=-1) + 1)
     result = []
     for entry in entries:
         after, level = entry["after"], 0
