@@ -317,7 +317,8 @@ def test_build_archive_with_a_failing_compress_variant_shows_it_failed(studies, 
     # the shell created the redirect target before gzip refused the option
     assert (workspace(study, nodes[bad]) / "archive.tar.gz").read_bytes() == b""
     job_ids = dict(ledger(study))
-    assert sacct_states([job_ids[bad]])[job_ids[bad]] == "FAILED"
+    # the marker is written before the job ends; accounting learns of the end a moment later
+    wait_sacct([job_ids[bad]], {job_ids[bad]: "FAILED"})
 
 
 def test_size_sweep_funnel_and_status_after_jobs_left_squeue(studies):
