@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..bundles import time_limit
 from ..expand import count, make_safe
@@ -53,6 +53,17 @@ class LsfBackend(ScheduledBackend):
                                 bundles=True)
     job_id = re.compile(r"[0-9]+(?:\[[0-9]+\])?")
     tag_field = "job description (-Jd)"
+    queue_limit_name = "your pending-job limit (MAX_PEND_JOBS), from busers -w"
+
+    # --- cluster facts, read once at compile time (before rendering) ---
+    def queue_limit_commands(self, user: str) -> List[Command]:
+        if not user:
+            return []
+        # any user may run busers for themself; a login node cut off from mbatchd: no answer, no limit
+        return [Command(("busers", "-w", user), self.scheduler, optional=True, timeout=5)]
+
+    def parse_queue_limit(self, texts: Sequence[str], batch: Mapping[str, Any]) -> Optional[int]:
+        return parse_pending_limit(texts[0] if texts else "")
 
     # --- compile time ---
     def launcher(self, study: Study, node: Node, request: LaunchRequest) -> str:
@@ -207,6 +218,25 @@ class LsfBackend(ScheduledBackend):
     def may_still_run(self, name: str, runtime) -> bool:
         native = runtime.jobs.get(name)
         return bool(native) and native.state == "UNKWN"   # mbatchd lost the host; the job may go on
+
+
+# busers -w columns holding the user's pending thresholds: MPJOBS is MAX_PEND_JOBS (jobs; LSF
+# 10.1.0.3 and later); MPEND is MAX_PEND_SLOTS (tasks) there, and MAX_PEND_JOBS before 10.1.0.3.
+# A pending job holds at least one slot, so the slot threshold also bounds the number of jobs.
+PENDING_THRESHOLDS = ("MPJOBS", "MPEND")
+
+
+def parse_pending_limit(text: str) -> Optional[int]:
+    """The smallest pending threshold in `busers -w USER`'s table (None: none, or "-": unlimited).
+    The columns are found by their header names, so older layouts without PJOBS/MPJOBS parse too."""
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    header = next((i for i, words in enumerate(lines) if words and words[0] == "USER/GROUP"), None)
+    if header is None:
+        return None    # an error message ("No such user"), or nothing at all
+    columns = [lines[header].index(name) for name in PENDING_THRESHOLDS if name in lines[header]]
+    limits = [int(row[column]) for row in lines[header + 1:] for column in columns
+              if column < len(row) and row[column].isdigit()]
+    return min(limits) if limits else None
 
 
 ACTIVE_STATS = {"PEND", "PSUSP", "PROV", "WAIT", "RUN", "USUSP", "SSUSP"}

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Test double of the IBM Spectrum LSF 10.1 batch commands.
 
-One file implements ``bsub``, ``bjobs``, ``bkill``, ``bresume``, ``brequeue``, ``bhist``
-and a small ``mbatchd`` daemon that really runs the jobs on this machine.  The wrappers in
+One file implements ``bsub``, ``bjobs``, ``bkill``, ``bresume``, ``brequeue``, ``bhist``,
+``busers`` and a small ``mbatchd`` daemon that really runs the jobs on this machine.  The wrappers in
 ``bin/`` call ``python3 lsf_double.py <command> ARGS...``; putting that directory first on
 PATH makes them "the" LSF commands.  Behaviour follows the LSF 10.1 command reference
-(bsub, bjobs -o/-json, bhist -l, bkill, bresume, brequeue, the termination-reason table);
+(bsub, bjobs -o/-json, bhist -l, bkill, bresume, brequeue, busers -w, the termination-reason table);
 what could not be verified is listed in README.md.
 
 State lives in the directory named by ``LSF_DOUBLE_DIR`` (a JSON file guarded by an
@@ -73,6 +73,12 @@ def _env_float(name, default):
         return float(default)
 
 
+def _env_threshold(name):
+    """A pending threshold knob (lsb.users MAX_PEND_JOBS / MAX_PEND_SLOTS): None when unset or "-"."""
+    text = os.environ.get(name, "").strip()
+    return int(text) if text.isdigit() else None
+
+
 def knobs():
     """The env knobs of this command; stored in the state so the daemon uses the same."""
     queues = [q for q in os.environ.get("LSF_DOUBLE_QUEUES", "normal").replace(" ", "").split(",") if q]
@@ -86,6 +92,9 @@ def knobs():
         "idle_exit": _env_float("LSF_DOUBLE_IDLE_EXIT", 20),
         "first_id": int(_env_float("LSF_DOUBLE_FIRST_JOBID", 1)),
         "max_requeue": int(_env_float("LSF_DOUBLE_MAX_JOB_REQUEUE", 0)),
+        "max_pend_jobs": _env_threshold("LSF_DOUBLE_MAX_PEND_JOBS"),
+        "max_pend_slots": _env_threshold("LSF_DOUBLE_MAX_PEND_SLOTS"),
+        "sub_try_interval": _env_float("LSF_DOUBLE_SUB_TRY_INTERVAL", 60),
     }
 
 
@@ -816,23 +825,69 @@ def cmd_bsub(argv):
         opts = merged
     store = Store(state_dir())
     cfg = knobs()
-    with store.locked():
-        state = store.load()
-        state["config"] = cfg
-        t = now()
-        job = build_job(opts, words, script, state, cfg, t)
-        jid = allocate_id(state, cfg)
-        job["id"] = jid
-        job["spool"] = os.path.join(store.dir, "spool", "%d.sh" % jid)
-        with open(job["spool"], "w") as handle:
-            handle.write(job.pop("script_text"))
-        job["elements"] = {str(i): submit_element(job, t) for i in (job["indices"] or [0])}
-        state["jobs"][str(jid)] = job
-        store.save(state)
-        ensure_daemon(store)
+    tries = 0
+    while True:
+        with store.locked():
+            state = store.load()
+            state["config"] = cfg
+            t = now()
+            job = build_job(opts, words, script, state, cfg, t)
+            if not over_pending_threshold(state, job, cfg):
+                jid = submit_job(store, state, job, t, cfg)
+                break
+        tries += 1
+        wait_for_pending_room(cfg, tries)
     where = "queue" if job["queue_given"] else "default queue"
     print("Job <%d> is submitted to %s <%s>." % (jid, where, job["queue"]))
     return 0
+
+
+def submit_job(store, state, job, t, cfg):
+    """Give the job its id, spool its script, save it and wake mbatchd."""
+    jid = allocate_id(state, cfg)
+    job["id"] = jid
+    job["spool"] = os.path.join(store.dir, "spool", "%d.sh" % jid)
+    with open(job["spool"], "w") as handle:
+        handle.write(job.pop("script_text"))
+    job["elements"] = {str(i): submit_element(job, t) for i in (job["indices"] or [0])}
+    state["jobs"][str(jid)] = job
+    store.save(state)
+    ensure_daemon(store)
+    return jid
+
+
+def pending_counts(state, who):
+    """(pending jobs, pending tasks) of a user: every PEND or PSUSP element counts as one job."""
+    jobs = tasks = 0
+    for job in state["jobs"].values():
+        if job["user"] != who:
+            continue
+        waiting = sum(1 for _, e in elements(job) if e["stat"] in ("PEND", "PSUSP"))
+        jobs += waiting
+        tasks += waiting * job["n"]
+    return jobs, tasks
+
+
+def over_pending_threshold(state, job, cfg):
+    """Would this submission take the user past MAX_PEND_JOBS or MAX_PEND_SLOTS (lsb.users)?
+    An array brings one pending job per element."""
+    jobs, tasks = pending_counts(state, job["user"])
+    count = len(job["indices"] or [0])
+    over_jobs = cfg["max_pend_jobs"] is not None and jobs + count > cfg["max_pend_jobs"]
+    over_slots = cfg["max_pend_slots"] is not None and tasks + count * job["n"] > cfg["max_pend_slots"]
+    return over_jobs or over_slots
+
+
+def wait_for_pending_room(cfg, tries):
+    """bsub retries a submission refused at the pending threshold every SUB_TRY_INTERVAL
+    seconds, LSB_NTRIES times (forever when LSB_NTRIES is not set)."""
+    limit = os.environ.get("LSB_NTRIES", "").strip()
+    if limit.isdigit() and tries >= int(limit):
+        raise LsfError("Pending job threshold reached. Job not submitted.")
+    interval = cfg["sub_try_interval"]
+    print("Pending job threshold reached. Retrying in %g seconds..." % interval, file=sys.stderr)
+    sys.stderr.flush()
+    time.sleep(interval)
 
 
 def allocate_id(state, cfg):
@@ -1893,10 +1948,68 @@ def requeue_target(label, job, elems, t, wanted, target):
     return True
 
 
+# --------------------------------------------------------------------------- busers
+
+# busers -w (IBM Spectrum LSF 10.1 command reference, "busers"; release notes of 10.1.0.3,
+# "Command output formatting: New output fields for busers -w"): PEND is the tasks of the user's
+# pending jobs, MPEND the pending job slot threshold (MAX_PEND_SLOTS in lsb.users), PJOBS the
+# user's pending jobs, MPJOBS the pending job threshold (MAX_PEND_JOBS in lsb.users); "-" means
+# no threshold. https://www.ibm.com/docs/en/SSWRJV_10.1.0/lsf_release_notes/lsf_relnotes_cmdout10.1.0.3.html
+BUSERS_COLUMNS = ("JL/P", "MAX", "NJOBS", "PEND", "RUN", "SSUSP", "USUSP", "RSV")
+BUSERS_WIDE = ("MPEND", "PJOBS", "MPJOBS")
+
+
+def cmd_busers(argv):
+    """busers [-w] [user_name ... | all]: the one user of this cluster, with its thresholds."""
+    wide = False
+    names = []
+    for word in argv:
+        if word == "-w":
+            wide = True
+        elif word.startswith("-"):
+            raise LsfError("busers: illegal option -- %s" % word.lstrip("-"), status=1)
+        else:
+            names.append(word)
+    me = user()
+    unknown = [n for n in names if n not in (me, "all")]
+    for name in unknown:
+        print("%s: No such user or user group" % name, file=sys.stderr)
+    if names and len(unknown) == len(names):
+        return 255
+    store = Store(state_dir())
+    cfg = knobs()
+    with store.locked():
+        state = store.load()
+    print(busers_row("USER/GROUP", BUSERS_COLUMNS + (BUSERS_WIDE if wide else ())))
+    print(busers_row(me, busers_values(state, me, cfg, wide)))
+    return 0
+
+
+def busers_values(state, who, cfg, wide):
+    """The row of one user: counts of tasks (slots) by state, then the pending thresholds."""
+    pend_jobs, pend_tasks = pending_counts(state, who)
+    running = sum(job["n"] for job in state["jobs"].values() if job["user"] == who
+                  for _, e in elements(job) if e["stat"] == "RUN")
+    row = ("-", "-", pend_tasks + running, pend_tasks, running, 0, 0, 0)
+    if wide:
+        row += (threshold(cfg.get("max_pend_slots")), pend_jobs, threshold(cfg.get("max_pend_jobs")))
+    return row
+
+
+def threshold(value):
+    return "-" if value is None else value
+
+
+def busers_row(name, values):
+    """USER/GROUP left-aligned in 17 columns, every count right-aligned in 7 (as the
+    documentation's examples: "USER/GROUP          JL/P    MAX  NJOBS   PEND")."""
+    return "%-17s" % name + "".join("%7s" % value for value in values)
+
+
 # --------------------------------------------------------------------------- entry point
 
 COMMANDS = {"bsub": cmd_bsub, "bjobs": cmd_bjobs, "bhist": cmd_bhist, "bkill": cmd_bkill,
-            "bresume": cmd_bresume, "brequeue": cmd_brequeue, "mbatchd": cmd_mbatchd}
+            "bresume": cmd_bresume, "brequeue": cmd_brequeue, "busers": cmd_busers, "mbatchd": cmd_mbatchd}
 
 
 def main(argv):
