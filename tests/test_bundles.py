@@ -3,6 +3,7 @@ plan of bundle jobs, the rendered scripts, the bundle script's own logic run by 
 limit read from sacctmgr's output, status of bundled nodes, and the backends that refuse bundles."""
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import random
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers import maestro, write_study_spec
+from maestro_compile.backends.lsf import LsfBackend
 from maestro_compile.backends.slurm import SlurmBackend
 from maestro_compile.bundles import choose, jobs_needed
 from maestro_compile.pipeline import Options, build_study, compile_study
@@ -306,6 +308,70 @@ def test_a_cluster_that_does_not_answer_is_asked_once_and_means_no_limit(tmp_pat
     jobs = json.loads((result.directory / "study.json").read_text())["jobs"]
     assert "bundles" not in json.loads((result.directory / "study.json").read_text())
     assert [job["tasks"] for job in jobs] == [100, 100, 100, 1]
+
+
+# --- LSF: the user's pending-job threshold, from busers -w ---
+
+BUSERS_HEADER = "USER/GROUP          JL/P    MAX  NJOBS   PEND    RUN  SSUSP  USUSP    RSV  MPEND  PJOBS MPJOBS\n"
+
+
+@pytest.mark.parametrize("output, limit", [
+    (BUSERS_HEADER + "alice                  -     12      4      2      1      1      0      0      -      2    500\n", 500),
+    # the slot threshold bounds the jobs too (a pending job holds at least one slot)
+    (BUSERS_HEADER + "alice                  -      -      0      0      0      0      0      0    300      0   1000\n", 300),
+    (BUSERS_HEADER + "alice                  -      -      0      0      0      0      0      0      -      0      -\n", None),
+    # before LSF 10.1.0.3 busers -w had no PJOBS/MPJOBS and MPEND was MAX_PEND_JOBS
+    ("USER/GROUP          JL/P    MAX  NJOBS   PEND    RUN  SSUSP  USUSP    RSV  MPEND\n"
+     "alice                  -     10      0      0      0      0      0      0    200\n", 200),
+    ("", None),                                                 # no answer (mbatchd out of reach)
+    ("bob: No such user or user group\n", None),                # a user LSF does not know
+    (BUSERS_HEADER, None),                                      # a header and no row for the user
+])
+def test_the_lsf_limit_is_the_user_s_smallest_pending_threshold(output, limit):
+    assert LsfBackend().parse_queue_limit([output], {}) == limit
+
+
+def test_lsf_asks_busers_for_the_user_only_when_there_is_a_user():
+    commands = LsfBackend().queue_limit_commands("alice")
+    assert [c.argv for c in commands] == [("busers", "-w", "alice")]
+    assert commands[0].optional and commands[0].timeout <= 5
+    assert LsfBackend().queue_limit_commands("") == []
+
+
+def test_lsf_compile_fits_the_pending_threshold_read_from_busers(tmp_path):
+    from test_doubles_e2e import Scheduler
+    lsf = Scheduler("lsf", tmp_path, LSF_DOUBLE_MAX_PEND_JOBS="10")
+    try:
+        study = lsf.root / "fitted"
+        result = lsf.ok("compile", lsf.spec("fitted", sweep(6)), "--backend", "lsf", "-o", study)
+        lsf.studies.append(study)
+        assert "at most 10 queued job(s) (your pending-job limit (MAX_PEND_JOBS), from busers -w)" in result.stdout
+        jobs = json.loads((study / "study.json").read_text())["jobs"]
+        assert sum(j["tasks"] for j in jobs) <= 10
+        # the double refuses a submission past the threshold: every bundle gets in, and all the nodes run
+        lsf.env["LSB_NTRIES"] = "1"
+        lsf.submit(study)
+        lsf.wait_for(study, {f"{step}_X.{x}": "FINISHED" for step in ("prepare", "simulate", "analyze")
+                             for x in range(6)} | {"collect": "FINISHED"})
+    finally:
+        lsf.stop()
+
+
+def test_an_explicit_max_queued_wins_and_busers_is_not_asked(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    fake = bin_dir / "busers"
+    fake.write_text(f"#!/bin/sh\necho \"$*\" >> '{calls}'\nprintf '{BUSERS_HEADER}'\n"
+                    "echo 'me  -  -  0  0  0  0  0  0  -  0  5'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    result = compiled(tmp_path, sweep(6, backend="lsf"), name="explicit", max_queued=100)
+    assert result.notes == [] and not calls.exists()
+    assert [job["tasks"] for job in json.loads((result.directory / "study.json").read_text())["jobs"]] == [6, 6, 6, 1]
+    limited = compiled(tmp_path, sweep(6, backend="lsf"), name="asked")
+    assert calls.read_text().split() == ["-w", getpass.getuser()]
+    assert "at most 5 queued job(s) (your pending-job limit (MAX_PEND_JOBS), from busers -w)" in limited.notes[0]
 
 
 # --- status of bundled nodes ---

@@ -505,3 +505,62 @@ def test_jobs_get_default_signal_actions_even_when_mbatchd_was_started_ignoring_
     lsf.wait(plain, ("RUN",))
     lsf.run("bkill", str(plain))
     assert lsf.wait(plain)["EXIT_CODE"] == "130"                       # bash died of the SIGINT
+
+
+# --------------------------------------------------------------------------- busers, pending thresholds
+
+def busers_table(text):
+    """busers' table as {USER/GROUP: {column: value}}."""
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    return {row[0]: dict(zip(lines[0][1:], row[1:])) for row in lines[1:]}
+
+
+def test_busers_w_shows_the_pending_thresholds_and_counts(lsf):
+    me = lsf.run("whoami").stdout.strip()
+    plain = lsf.run("busers")
+    assert plain.returncode == 0 and plain.stdout.split()[:9] == \
+        ["USER/GROUP", "JL/P", "MAX", "NJOBS", "PEND", "RUN", "SSUSP", "USUSP", "RSV"]
+    assert "MPJOBS" not in plain.stdout
+    unlimited = busers_table(lsf.run("busers", "-w", me).stdout)[me]
+    assert (unlimited["MPEND"], unlimited["MPJOBS"], unlimited["PJOBS"]) == ("-", "-", "0")
+    lsf.bsub("-H", "-J", "held[1-3]", "-n", "2", "true")
+    lsf.bsub("-H", "true")
+    limited = busers_table(lsf.run("busers", "-w", me, LSF_DOUBLE_MAX_PEND_JOBS="40",
+                                   LSF_DOUBLE_MAX_PEND_SLOTS="100").stdout)[me]
+    # held (PSUSP) elements are pending: 4 jobs, 3 * 2 + 1 tasks
+    assert limited == {"JL/P": "-", "MAX": "-", "NJOBS": "7", "PEND": "7", "RUN": "0", "SSUSP": "0",
+                       "USUSP": "0", "RSV": "0", "MPEND": "100", "PJOBS": "4", "MPJOBS": "40"}
+
+
+def test_busers_of_an_unknown_user_prints_no_row(lsf):
+    res = lsf.run("busers", "-w", "no_such_user_here")
+    assert res.returncode == 255 and res.stdout == "" and "no_such_user_here" in res.stderr
+
+
+def test_bsub_past_the_pending_threshold_is_retried_then_refused(lsf):
+    limit = dict(LSF_DOUBLE_MAX_PEND_JOBS="3", LSF_DOUBLE_SUB_TRY_INTERVAL="0.1", LSB_NTRIES="2")
+    lsf.bsub("-H", "-J", "two[1-2]", "true", **limit)
+    res = lsf.run("bsub", "-H", "-J", "more[1-2]", "true", **limit)    # 2 + 2 > 3: every element counts
+    assert res.returncode == 255 and res.stdout == ""
+    # LSB_NTRIES=2: two attempts in all, one retry between them
+    assert res.stderr.splitlines() == ["Pending job threshold reached. Retrying in 0.1 seconds...",
+                                       "Pending job threshold reached. Job not submitted."]
+    lsf.bsub("-H", "true", **limit)                                    # 2 + 1 fits
+    slots = dict(limit, LSF_DOUBLE_MAX_PEND_JOBS="", LSF_DOUBLE_MAX_PEND_SLOTS="4")
+    assert lsf.run("bsub", "-H", "-n", "2", "true", **slots).returncode == 255   # 3 tasks + 2 > 4
+
+
+def test_a_refused_bsub_goes_through_once_a_pending_job_leaves(lsf):
+    limit = dict(LSF_DOUBLE_MAX_PEND_JOBS="1", LSF_DOUBLE_SUB_TRY_INTERVAL="0.2")
+    first = lsf.bsub("-H", "true", **limit)
+    waiting = subprocess.Popen(["bsub", "true"], env=dict(lsf.env, **limit), cwd=lsf.tmp,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        assert waiting.poll() is None          # without LSB_NTRIES bsub keeps trying
+        lsf.run("bkill", str(first))
+        out, err = waiting.communicate(timeout=10)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert SUBMITTED.match(out.strip()) and "Pending job threshold reached" in err
