@@ -166,39 +166,53 @@ mark() {  # mark NODE_INDEX KEY VALUE: append a marker on the node's behalf
 # --- the launcher: a bash process of its own (the runner's bash) that starts the steps and
 # reports their ends ---
 # The runner holds the whole plan (megabytes for a big study), and a fork copies the forking
-# process's memory map: the small launcher forks for the steps instead. It reads one request per
-# line on fd 3:
+# process's memory map: the small launcher forks for the steps instead. Requests come on fd 3 as
+# records: an 8-digit length, then that many characters (bash reads a counted record in one
+# system call, a line one byte at a time):
 #   INDEX<TAB>NODE<TAB>WORKSPACE<TAB>SCRIPT<TAB>LOG   start the step (paths relative to the study)
 #                                                    and append its line to the ledger (fd 5)
-#   wait                                             write "INDEX EXIT_CODE" when the next step ends
+#   wait                                             report the next step to end
+# A report is 16 digits: the step's INDEX (10) and EXIT_CODE (6).
 # Bash 5.1 and later say which child ended (wait -n -p), so a step is one process; under older
 # bash (or with MAESTRO_RUNNER_SUBSHELLS=1, which the tests use) each step runs under a subshell
-# that writes its own "INDEX EXIT_CODE" line when the step ends, and "wait" does nothing.
+# that writes its own report when the step ends, and "wait" does nothing.
 launch_steps() {
-    local study=$1 ledger=$2 i node workspace script log one_process=0
+    local study=$1 ledger=$2 size request i node workspace script log one_process=0
     local -A index_of=()
     if (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 501 )) && [[ -z ${MAESTRO_RUNNER_SUBSHELLS:-} ]]; then
         one_process=1
     fi
     cd "$study" || exit 1
     exec 5>>"$ledger" || exit 1
-    while IFS=$'\t' read -r -u 3 i node workspace script log; do
-        if [[ $i == wait ]]; then
+    while read -r -N 8 -u 3 size && read -r -N "$((10#$size))" -u 3 request; do
+        if [[ $request == wait ]]; then
             (( one_process )) && { report_end || exit 1; }
             continue
         fi
+        i=${request%%$'\t'*} request=${request#*$'\t'}
+        node=${request%%$'\t'*} request=${request#*$'\t'}
+        workspace=${request%%$'\t'*} request=${request#*$'\t'}
+        script=${request%%$'\t'*} log=${request#*$'\t'}
         if (( one_process )); then
-            ( cd "$workspace" && exec "$study/$script" >"$study/$log.out" 2>"$study/$log.err" ) 3<&- 5>&- &
+            run_step &
             index_of[$!]=$i
         else
             {
-                ( cd "$workspace" && exec "$study/$script" >"$study/$log.out" 2>"$study/$log.err" )
-                echo "$i $?"
-            } 3<&- 5>&- &
+                ( run_step )
+                printf '%010d%06d' "$i" "$?"
+            } 3<&- &
             disown "$!"   # bash would keep every ended step in its job table, and search it at each end
         fi
-        printf '%(%s)T\t%s\t%s\n' -1 "$node" "$!" >&5
     done
+}
+
+# run_step (in a child of the launcher): the step's line in the ledger, then the step in its
+# workspace with its output in its own files. The child writes the line: a redirection in the
+# launcher would cost it a save and a restore of its output for every step.
+run_step() {
+    exec 3<&- 1>&5 5>&-
+    printf '%(%s)T\t%s\t%s\n' -1 "$node" "$BASHPID"
+    cd "$workspace" && exec "$study/$script" >"$study/$log.out" 2>"$study/$log.err"
 }
 
 # report_end (in the launcher): write "INDEX EXIT_CODE" of the next step to end. A step that has
@@ -224,31 +238,37 @@ report_end() {
         done
     fi
     [[ -n ${pid:-} && -n ${index_of[$pid]:-} ]] || return 1
-    echo "${index_of[$pid]} $rc"
+    printf '%010d%06d' "${index_of[$pid]}" "$rc"
     unset 'index_of[$pid]'
 }
 
 start_launcher() {
     exec 4<&0   # the runner's stdin, which the steps get
     coproc LAUNCHER {
-        exec "$BASH" -c "$(declare -f launch_steps report_end); launch_steps \"\$@\"" launcher "$STUDY_DIR" "$LEDGER" \
+        exec "$BASH" -c "$(declare -f launch_steps run_step report_end); launch_steps \"\$@\"" launcher "$STUDY_DIR" "$LEDGER" \
             3<&0 0<&4 4<&-
     }
     exec 4<&-
     TO_LAUNCHER=${LAUNCHER[1]} FROM_LAUNCHER=${LAUNCHER[0]}
 }
 
+# start_node I: a request to start the step, sent with the next "wait" (one write for both)
 start_node() {
-    local i=$1
-    printf '%s\t%s\t%s\t%s\t%s\n' "$i" "${NODES[i]}" "${WORKSPACES[i]}" "${SCRIPTS[i]}" "${LOGS[i]}" >&"$TO_LAUNCHER"
+    local i=$1 request
+    printf -v request '%s\t%s\t%s\t%s\t%s' "$i" "${NODES[i]}" "${WORKSPACES[i]}" "${SCRIPTS[i]}" "${LOGS[i]}"
+    printf -v request '%s%08d%s' "$OUTBOX" "${#request}" "$request"
+    OUTBOX=$request
     STATE[$i]=R
     (( running += 1 ))
 }
 
 # wait_next: the index of the next step to end and its exit code, in ENDED and RC
 wait_next() {
-    echo wait >&"$TO_LAUNCHER"
-    read -r -u "$FROM_LAUNCHER" ENDED RC
+    local report
+    printf '%s%08dwait' "$OUTBOX" 4 >&"$TO_LAUNCHER"
+    OUTBOX=""
+    read -r -N 16 -u "$FROM_LAUNCHER" report && (( ${#report} == 16 )) || return 1
+    ENDED=$((10#${report:0:10})) RC=$((10#${report:10}))
 }
 
 skip_descendants() {  # a failed node: none of its descendants may run
@@ -326,7 +346,7 @@ run_dag() {
     declare -gA STATE=() WAITING_ON=()
     READY=() SELECTED=()
     [[ -z $NODES_FILE ]] || select_nodes "$NODES_FILE" || exit 1
-    running=0 remaining=0
+    running=0 remaining=0 OUTBOX=""
     for (( i = 0; i < n; i++ )); do
         if [[ -n $NODES_FILE && -z ${SELECTED[i]:-} ]]; then
             STATE[$i]=D   # not run again: done, as far as its children are concerned
