@@ -159,8 +159,9 @@ mark() {  # mark NODE_INDEX KEY VALUE: append a marker on the node's behalf
 # bash (or with MAESTRO_RUNNER_SUBSHELLS=1, which the tests use) each step runs under a subshell
 # that writes its own report when the step ends, and "wait" does nothing.
 launch_steps() {
-    local study=$1 ledger=$2 size request i node workspace script log one_process=0
+    local study=$1 ledger=$2 jobs=$3 size request one_process=0 head=0 tail=0
     local -A index_of=()
+    local -a queue=()
     if (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 501 )) && [[ -z ${MAESTRO_RUNNER_SUBSHELLS:-} ]]; then
         one_process=1
     fi
@@ -169,23 +170,31 @@ launch_steps() {
     while read -r -N 8 -u 3 size && read -r -N "$((10#$size))" -u 3 request; do
         if [[ $request == wait ]]; then
             (( one_process )) && { report_end || exit 1; }
-            continue
-        fi
-        i=${request%%$'\t'*} request=${request#*$'\t'}
-        node=${request%%$'\t'*} request=${request#*$'\t'}
-        workspace=${request%%$'\t'*} request=${request#*$'\t'}
-        script=${request%%$'\t'*} log=${request#*$'\t'}
-        if (( one_process )); then
-            run_step &
-            index_of[$!]=$i
+        elif (( one_process && ${#index_of[@]} >= jobs )); then
+            queue[tail++]=$request   # started as soon as a step ends, before the runner hears of it
         else
-            {
-                ( run_step )
-                printf '%010d%06d' "$i" "$?"
-            } 3<&- &
-            disown "$!"   # bash would keep every ended step in its job table, and search it at each end
+            start_request "$request"
         fi
     done
+}
+
+# start_request REQUEST (in the launcher): a child that runs the step
+start_request() {
+    local request=$1 i node workspace script log
+    i=${request%%$'\t'*} request=${request#*$'\t'}
+    node=${request%%$'\t'*} request=${request#*$'\t'}
+    workspace=${request%%$'\t'*} request=${request#*$'\t'}
+    script=${request%%$'\t'*} log=${request#*$'\t'}
+    if (( one_process )); then
+        run_step &
+        index_of[$!]=$i
+    else
+        {
+            ( run_step )
+            printf '%010d%06d' "$i" "$?"
+        } 3<&- &
+        disown "$!"   # bash would keep every ended step in its job table, and search it at each end
+    fi
 }
 
 # run_step (in a child of the launcher): the step's line in the ledger, then the step in its
@@ -220,18 +229,30 @@ report_end() {
         done
     fi
     [[ -n ${pid:-} && -n ${index_of[$pid]:-} ]] || return 1
-    printf '%010d%06d' "${index_of[$pid]}" "$rc"
+    local ended=${index_of[$pid]}
     unset 'index_of[$pid]'
+    if (( head < tail )); then
+        start_request "${queue[head]}"
+        unset 'queue[head]'
+        (( head += 1 ))
+    fi
+    printf '%010d%06d' "$ended" "$rc"
 }
 
 start_launcher() {
     exec 4<&0   # the runner's stdin, which the steps get
     coproc LAUNCHER {
-        exec "$BASH" -c "$(declare -f launch_steps run_step report_end); launch_steps \"\$@\"" launcher "$STUDY_DIR" "$LEDGER" \
+        exec "$BASH" -c "$(declare -f launch_steps start_request run_step report_end); launch_steps \"\$@\"" launcher "$STUDY_DIR" "$LEDGER" "$JOBS" \
             3<&0 0<&4 4<&-
     }
     exec 4<&-
     TO_LAUNCHER=${LAUNCHER[1]} FROM_LAUNCHER=${LAUNCHER[0]}
+    # a launcher that hears of the ends itself (wait -n -p) holds up to JOBS more requests and
+    # starts one as soon as a step ends: the freed core does not wait for the runner's bookkeeping
+    AHEAD=0
+    if (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 501 )) && [[ -z ${MAESTRO_RUNNER_SUBSHELLS:-} ]]; then
+        AHEAD=$JOBS
+    fi
 }
 
 # start_node I: a request to start the step, sent with the next "wait" (one write for both)
@@ -309,6 +330,9 @@ cancel() {  # TERM/INT/HUP: stop the running steps, do not start the others
         stop_tree "$LAUNCHER_PID"   # the launcher, each step's subshell, the step and what it runs
     fi
     wait
+    for i in "${!STATE[@]}"; do   # handed to the launcher, which stopped before it started them
+        [[ ${STATE[$i]} == R && ! -e $STUDY_DIR/${LOGS[i]}.status ]] && mark "$i" CANCELLED "$now"
+    done
     echo "$(date +%s) cancelled" > "$STATE_DIR/runner.done"
     exit 143
 }
@@ -346,7 +370,7 @@ run_dag() {
     trap cancel TERM INT HUP
     start_launcher
     while (( remaining > 0 )); do
-        while (( running < JOBS && head < ${#READY[@]} )); do
+        while (( running < JOBS + AHEAD && head < ${#READY[@]} )); do
             start_node "${READY[head]}"
             (( head += 1 ))
         done
