@@ -21,7 +21,7 @@ _mc_finish() {
 }
 _mc_mark START "${EPOCHSECONDS:-$(date +%s)}"
 _mc_mark HOST "${HOSTNAME:-unknown}"
-_mc_mark JOB_ID "${FLUX_JOB_ID:-${FLUX_ENCLOSING_ID:-$$}}"
+_mc_mark JOB_ID "${MAESTRO_BUNDLE_ID:-${FLUX_JOB_ID:-${FLUX_ENCLOSING_ID:-$$}}}"
 trap _mc_finish EXIT
 trap '_mc_mark SIGNAL TERM; exit 143' TERM
 trap '_mc_mark SIGNAL INT; exit 130' INT
