@@ -135,3 +135,20 @@ def test_a_cancelled_parent_bundle_lets_the_next_bundles_run_and_skip_its_descen
     assert nodes["simulate_X.0"]["reason"] == nodes["analyze_X.0"]["reason"] == "ancestor prepare_X.0 failed"
     assert nodes["simulate_X.1"]["reason"] == "ancestor prepare_X.1 failed"
     assert nodes["collect"]["reason"].startswith("ancestor prepare_X.")
+
+
+def test_a_bundle_stopped_at_its_time_limit_marks_its_running_node(sched):
+    """The bundle script run as Flux runs it, with a 4 s limit on the command line (a bundle's own
+    is a minute past its nodes' walltimes): the node that ran records the signal."""
+    # without walltimes: a Flux instance refuses a job longer than its own remaining time
+    body = "\n".join(line for line in sleepy(2, "true").splitlines() if "walltime" not in line)
+    study = sched.compile(sched.spec("limit", body), "--bundle", "2", name="limit")
+    script = study / "prepare" / "prepare.bundle.flux.sh"
+    job = sched.command("flux", "batch", "-t", "4s", f"--cwd={script.parent}", str(script)).stdout.strip()
+    assert sched.command("flux", "job", "wait-event", "-t", "60", job, "clean").returncode == 0
+    info = sched.command("flux", "jobs", "-n", "-o", "{status}", job).stdout.strip()
+    assert info == "TIMEOUT"
+    markers = (study / "prepare/X.0/prepare_X.0.status").read_text()
+    # the node's own job expires with the bundle's instance: Flux sends both ALRM
+    assert "SIGNAL=" in markers and "EXIT_CODE=0" not in markers, markers
+    assert "rc=143" in (script.parent / "prepare.bundle.log").read_text()   # stop() ran: it exits 143
