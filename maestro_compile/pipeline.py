@@ -138,7 +138,7 @@ def bundle_choice(study: Study, backend) -> Optional[bundles.Choice]:
         return None
     if not backend.capabilities.bundles:
         raise CompileError(f"bundles are not supported by the {backend.name} backend yet ({choice.note}); "
-                           f"compile for Slurm, or without --bundle, --max-queued and the steps' `bundle` keys")
+                           f"compile for Slurm, LSF or Flux, or without --bundle, --max-queued and the steps' `bundle` keys")
     return choice
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from helpers import maestro, write_study_spec
 from maestro_compile.backends.lsf import LsfBackend
+from maestro_compile.backends.flux import FluxBackend
 from maestro_compile.backends.slurm import SlurmBackend
 from maestro_compile.bundles import choose, jobs_needed
 from maestro_compile.pipeline import Options, build_study, compile_study
@@ -181,7 +182,7 @@ def test_the_bundle_key_is_validated(tmp_path):
             build_study(Options(spec_path=spec, out_dir=tmp_path / "out"))
 
 
-@pytest.mark.parametrize("backend", ["flux", "pbs"])
+@pytest.mark.parametrize("backend", ["pbs"])
 def test_backends_without_bundles_refuse_them(tmp_path, backend):
     result = maestro("compile", write_study_spec(tmp_path, "b", sweep(10, backend)), "-o", tmp_path / "out",
                      "--bundle", "4")
@@ -450,3 +451,133 @@ def test_lsf_bundles_cascade_a_failure_to_its_descendants_only_and_resubmit_reru
         assert (study / "analyze/X.1/ana.txt").read_text() == "prep 1\n"
     finally:
         lsf.stop()
+
+
+# --- Flux: each bundle a `flux batch` job whose own instance runs its nodes ---
+
+# Stands in for `flux` inside a bundle's instance: bulksubmit and batch --wrap run the nodes at
+# once, one after another (cwd and output files as given), queue drain and cancel do nothing.
+# Every call is logged.
+FAKE_FLUX = r'''#!/usr/bin/env python3
+import os, subprocess, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_FLUX_LOG"], "a") as log:
+    log.write(repr(args) + "\n")
+
+def option(words, name):
+    return next(w.split("=", 1)[1] for w in words if w.startswith(name + "="))
+
+def run(script, cwd, out, err):
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        subprocess.run([script], cwd=cwd, stdout=stdout, stderr=stderr)
+
+if args[0] == "bulksubmit":
+    cut = args.index(":::")
+    lists, current = [], None
+    for word in args[cut:]:
+        if word in (":::", ":::+"):
+            current = []
+            lists.append(current)
+        else:
+            current.append(word)
+    for name, cwd, out, err, script in zip(*lists):
+        run(script, cwd, out, err)
+elif args[0] == "batch":
+    run(args[-1], option(args, "--cwd"), option(args, "--output"), option(args, "--error"))
+'''
+
+
+def fake_flux(tmp_path: Path) -> dict:
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "flux").write_text(FAKE_FLUX)
+    (bin_dir / "flux").chmod(0o755)
+    return dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", FAKE_FLUX_LOG=str(tmp_path / "flux.log"),
+                FLUX_ENCLOSING_ID="ƒbundle")
+
+
+def test_a_flux_bundle_is_a_batch_job_chained_with_afterany_and_every_node_is_in_the_ledger(tmp_path):
+    result = compiled(tmp_path, sweep(7, "flux", extra_batch="\n          queue: pdebug"), bundle=3)
+    study = result.directory
+    assert result.notes == ["bundles: 3 node(s) per job for step(s) prepare, simulate, analyze "
+                            "(10 job(s) queued for 22 node(s))"]
+    plan = [json.loads(line) for line in (study / "flux-plan.jsonl").read_text().splitlines()]
+    assert len(plan) == 10 and {entry["flux"][0] for entry in plan} == {"batch"}
+    assert {entry["dependency"] for entry in plan} == {"afterany"}
+    assert sorted(n for entry in plan for n in entry["nodes"]) == sorted(json.loads(
+        (study / "study.json").read_text())["nodes"])
+    # one bundle per job: simulate's second bundle waits for prepare's second, the funnel for all of analyze
+    by_script = {entry["flux"][-1].rsplit("/", 1)[1]: entry for entry in plan}
+    assert by_script["simulate.bundle1.flux.sh"]["after"] == [by_script["prepare.bundle1.flux.sh"]["job"]]
+    assert by_script["simulate.bundle1.flux.sh"]["nodes"] == ["simulate_X.3", "simulate_X.4", "simulate_X.5"]
+    assert len(by_script["collect.bundle.flux.sh"]["after"]) == 3
+    # the header one node gets (queue included), the time limit for 3 nodes of 60 s one after another
+    script = (study / "simulate" / "simulate.bundle1.flux.sh").read_text()
+    header = [line for line in script.splitlines() if line.startswith("# flux:")]
+    assert header == ["# flux: --job-name=simulate.bundle1", "# flux: --output=simulate.bundle1.log",
+                      "# flux: --error=simulate.bundle1.log", "# flux: -n 1", "# flux: -q pdebug", "# flux: -t 240s"]
+    # inside, each node as one task with its own walltime, the queue left to the bundle
+    assert "flux bulksubmit --quiet -n 1 -t 60s --job-name={0}" in script
+    # job by job (resubmission scripts' way), the same dependency
+    submit = FluxBackend().render_submit_job_by_job(*build_plan(tmp_path / "again", sweep(7, "flux"), bundle=3))
+    assert "--dependency=afterany:${J0}" in submit and "--dependency=afterok:$" not in submit
+
+
+def build_plan(tmp_path: Path, body: str, **options):
+    from maestro_compile.pipeline import plan_study
+    tmp_path.mkdir()
+    spec = write_study_spec(tmp_path, "plan", body)
+    study = build_study(Options(spec_path=spec, out_dir=tmp_path / "plan", **options))
+    return study, plan_study(study, FluxBackend())
+
+
+def test_flux_asks_no_queue_limit_and_max_queued_fits_the_study(tmp_path):
+    assert FluxBackend().queue_limit_commands("someone") == []
+    result = compiled(tmp_path, sweep(100, "flux"), max_queued=40)
+    assert "at most 40 queued job(s) (--max-queued)" in result.notes[0]
+    plan = (result.directory / "flux-plan.jsonl").read_text().splitlines()
+    assert len(plan) <= 40
+
+
+def run_flux_bundle(script: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(script)], cwd=script.parent, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_flux_bundle_runs_its_nodes_in_its_instance_and_skips_only_the_descendants_of_a_failed_one(tmp_path):
+    study = compiled(tmp_path, sweep(4, "flux"), bundle=2).directory
+    (tmp_path / "spec" / "fail.1").write_text("")
+    env = fake_flux(tmp_path)
+    for step in ("prepare", "simulate", "analyze"):
+        for number in ("", "1"):
+            done = run_flux_bundle(study / step / f"{step}.bundle{number}.flux.sh", env)
+            assert done.returncode == 0, done.stderr   # whatever its nodes returned
+    done = run_flux_bundle(study / "collect" / "collect.bundle.flux.sh", env)
+    assert done.returncode == 0 and "skipped collect: ancestor simulate_X.1 failed" in done.stdout
+    assert markers(study, "simulate/X.1", "simulate_X.1")["EXIT_CODE"] == "7"
+    skipped = markers(study, "analyze/X.1", "analyze_X.1")
+    assert skipped["REASON"] == "ancestor simulate_X.1 failed" and "SKIPPED" in skipped
+    for x in (0, 2, 3):   # the siblings went on, each in its workspace with its own files, the bundle's id
+        node = markers(study, f"analyze/X.{x}", f"analyze_X.{x}")
+        assert node["EXIT_CODE"] == "0" and node["JOB_ID"] == skipped["JOB_ID"] == "ƒbundle"
+        assert (study / f"analyze/X.{x}/ana.txt").read_text() == f"prep {x}\n"
+    calls = [eval(line) for line in (tmp_path / "flux.log").read_text().splitlines()]   # noqa: S307 (our log)
+    analyze = [call for call in calls if call[0] == "bulksubmit" and "analyze_X.0" in call]
+    # one submission for the bundle's nodes that may run: analyze_X.1 is not among them
+    assert len(analyze) == 1 and "analyze_X.1" not in analyze[0]
+    assert analyze[0][analyze[0].index(":::+") + 1] == str(study / "analyze" / "X.0")
+    assert sum(1 for call in calls if call[:2] == ["queue", "drain"]) == 7   # each bundle waits for its queue
+
+
+def test_a_flux_bundle_of_nodes_with_an_allocation_runs_each_in_an_instance_of_its_own(tmp_path):
+    body = sweep(2, "flux").replace("echo prep $(X) > out.txt",
+                                    "echo prep $(X) > out.txt\n              nodes: 1\n              procs: 2")
+    study = compiled(tmp_path, body, bundle=2).directory
+    script = study / "prepare" / "prepare.bundle.flux.sh"
+    text = script.read_text()
+    assert "# flux: -N 1\n# flux: -n 2\n" in text
+    done = run_flux_bundle(script, fake_flux(tmp_path))
+    assert done.returncode == 0, done.stderr
+    calls = [eval(line) for line in (tmp_path / "flux.log").read_text().splitlines()]   # noqa: S307 (our log)
+    batches = [call for call in calls if call[0] == "batch"]
+    assert len(batches) == 2 and all(call[1:5] == ["-N", "1", "-n", "2"] and "--wrap" in call for call in batches)
+    assert (study / "prepare/X.1/out.txt").read_text() == "prep 1\n"

@@ -1,6 +1,8 @@
-"""Flux: `# flux:` scripts, one job per node chained with --dependency=afterok, status from flux jobs."""
+"""Flux: `# flux:` scripts, one job per node chained with --dependency=afterok, status from flux jobs;
+bundles (docs/big-sweeps.md) as `flux batch` jobs that run their nodes in a Flux instance of their own."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -9,10 +11,11 @@ import shlex
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from ..bundles import time_limit
 from ..errors import CompileError, InstallError, SubmitError
 from ..expand import count, make_safe
 from ..model import File, Node, Study
-from ..plan import Capabilities, Plan
+from ..plan import Capabilities, Job, Plan
 from ..render import templates_dir
 from .. import runner
 from ..runner import Command
@@ -88,7 +91,11 @@ class FluxBackend(ScheduledBackend):
     submit_command = "flux"
     cancel_command = "flux_cancel"   # submit.sh's function: flux-submit.py --cancel, else flux cancel
     cancel_chunk = 50000             # ids per `flux python submit.py --cancel` (below ARG_MAX)
-    capabilities = Capabilities(arrays=False)   # no job arrays: one job per node
+    # no job arrays: one job per node, and one per bundle
+    capabilities = Capabilities(arrays=False, directive_prefix=prefix, bundles=True)
+    # flux-core has no limit on a user's queued jobs (flux-accounting's max_active_jobs is not read:
+    # give --max-queued); queue_limit_commands asks nothing
+    queue_limit_name = "the Flux instance's limit on queued jobs"
 
     # --- compile time ---
     def launcher(self, study: Study, node: Node, request: LaunchRequest) -> str:
@@ -120,7 +127,22 @@ class FluxBackend(ScheduledBackend):
         return self.in_job_time_limit(study, node)
 
     def resource_directives(self, study: Study, node: Node) -> List[str]:
-        batch, res = study.spec.batch, node.resources
+        batch = study.spec.batch
+        lines = self.allocation_words(node)
+        limit = self.time_limit(study, node)
+        if limit:
+            lines.append(f"-t {flux_duration(limit)}")
+        if batch.get("queue"):
+            lines.append(f"-q {one_word(batch['queue'])}")
+        if batch.get("bank"):
+            lines.append(f"--bank={one_word(batch['bank'])}")
+        lines += allocation_args(batch.get("allocation_args"))
+        lines += self.user_directives(study, node)
+        return lines
+
+    def allocation_words(self, node: Node) -> List[str]:
+        """What one node's job asks of its instance: nodes, tasks, cores, gpus, exclusive."""
+        res = node.resources
         nodes, procs = count(res.get("nodes")), count(res.get("procs"))
         cores, gpus = count(res.get("cores per task")), count(res.get("gpus"))
         lines = []
@@ -135,21 +157,33 @@ class FluxBackend(ScheduledBackend):
             lines.append(f"-g {math.ceil(gpus / nodes) if nodes and self.mode(node) == 'batch' else gpus}")
         if truthy(res.get("exclusive", False)) and nodes:
             lines.append("-x")
-        limit = self.time_limit(study, node)
-        if limit:
-            lines.append(f"-t {flux_duration(limit)}")
-        if batch.get("queue"):
-            lines.append(f"-q {one_word(batch['queue'])}")
-        if batch.get("bank"):
-            lines.append(f"--bank={one_word(batch['bank'])}")
-        lines += allocation_args(batch.get("allocation_args"))
-        lines += self.user_directives(study, node)
         return lines
 
     def node_directives(self, study: Study, node: Node) -> List[str]:
         base = make_safe(node.job_name)
         return ([f"--job-name={one_word(node.job_name)}", f"--output={base}.out", f"--error={base}.err"]
                 + self.shared_directives(study, node))
+
+    # --- bundles (docs/big-sweeps.md) ---
+    def bundle_directives(self, study: Study, job: Job, log: str) -> List[str]:
+        """The header one node of the step gets (its queue, bank and own `# flux:` lines included),
+        with a time limit for the bundle's nodes run one after another: the bundle's instance."""
+        head = job.nodes[0]
+        lines = [line for line in self.shared_directives(study, head) if not line.startswith("-t ")]
+        seconds = time_limit(job)
+        if seconds:
+            lines.append(f"-t {flux_duration(seconds)}")
+        return [f"--job-name={make_safe(log[:-len('.log')])}", f"--output={log}", f"--error={log}"] + lines
+
+    def bundle_context(self, study: Study, job: Job) -> Dict[str, Any]:
+        """How each node is launched inside the bundle's instance: as at the top level (`flux batch`
+        or `flux submit`), with its own allocation and walltime; the queue, bank and the step's own
+        `# flux:` lines are the top-level queue's, so they stay on the bundle."""
+        head = job.nodes[0]
+        words = self.allocation_words(head)     # options and numbers: nothing to quote
+        if head.walltime:
+            words.append(f"-t {flux_duration(head.walltime)}")
+        return {"mode": self.mode(head), "launch": words}
 
     def step_context(self, study: Study, node: Node) -> Dict[str, Any]:
         context = super().step_context(study, node)
@@ -182,16 +216,30 @@ class FluxBackend(ScheduledBackend):
                     raise SubmitError(f"{script}: cannot read the directive '{self.prefix} {text}': {exc}") from None
         return {**facts, "directives": directives}
 
+    def plan_targets(self, study: Study, plan: Plan) -> List[Target]:
+        """A bundle is always a `flux batch` job (its nodes run in its own instance), whatever the
+        mode of its nodes; `flux batch` reads its header from the script."""
+        return [dataclasses.replace(target, facts=dict(target.facts, mode="batch", directives=[]))
+                if target.bundle_sizes else target for target in super().plan_targets(study, plan)]
+
+    @staticmethod
+    def dependency_scheme(target: Target) -> str:
+        """afterok, but afterany for a bundle: it exits 0 when its nodes ran, whatever they returned,
+        and its script skips the nodes whose parents did not finish (their markers say), so it starts
+        once its parents' jobs ended, however (cancelled, timed out, a plain parent job that failed)."""
+        return "afterany" if target.bundle_sizes else "afterok"
+
     def job_args(self, target: Target, throttle: int) -> List[str]:
         """`flux batch|submit` words for one job: held when it has no parents (released at the end of
-        the submit script), else chained with afterok on each parent's ${Jn}."""
+        the submit script), else chained with afterok (a bundle: afterany) on each parent's ${Jn}."""
         facts = target.facts
         args = [facts["mode"], *facts["directives"]]
         if target.root:
             args.append("--urgency=hold")
         elif facts.get("urgency") is not None:
             args.append(f"--urgency={facts['urgency']}")
-        args += [f"--dependency=afterok:${{J{d.job}}}" for d in target.depends]
+        scheme = self.dependency_scheme(target)
+        args += [f"--dependency={scheme}:${{J{d.job}}}" for d in target.depends]
         return args + [f"--cwd={sh(target.workdir)}", sh(target.script)]
 
     def plan_entry(self, target: Target) -> Dict[str, Any]:
@@ -207,9 +255,12 @@ class FluxBackend(ScheduledBackend):
                 raise CompileError(f"node {target.label}: cannot read the directive '{self.prefix} {text}': "
                                    f"{exc}") from None
         words += [f"--cwd={target.workdir}", str(target.script)]
-        return {"job": target.index, "node": target.label, "flux": words,
-                "after": [d.job for d in target.depends], "urgency": facts.get("urgency"),
-                "release": self.release_value(target) if target.root else None}
+        entry = {"job": target.index, "node": target.label, "flux": words,
+                 "after": [d.job for d in target.depends], "urgency": facts.get("urgency"),
+                 "release": self.release_value(target) if target.root else None}
+        if target.bundle_sizes:   # every node of the bundle gets its id in jobs.tsv
+            entry.update(dependency=self.dependency_scheme(target), nodes=list(target.nodes))
+        return entry
 
     def gather_command(self, study: Study) -> List[str]:
         """The `flux submit` line of a gather job: one task running `true` in .maestro/, in the
@@ -364,8 +415,11 @@ def with_gather_jobs(entries: List[Dict[str, Any]], limit: int, command: List[st
             for index, group in enumerate(groups, start=1):
                 name = f"gather{level}.{index}.{entry['node']}"
                 words = [command[0], f"--job-name={name}", *command[1:]]
-                gathers.append({"job": next(numbers), "node": name, "gather": entry["node"], "flux": words, "after": group,
-                                "urgency": urgency, "release": None})
+                gather = {"job": next(numbers), "node": name, "gather": entry["node"], "flux": words, "after": group,
+                          "urgency": urgency, "release": None}
+                if "dependency" in entry:     # a bundle's gathers wait as it would (afterany)
+                    gather["dependency"] = entry["dependency"]
+                gathers.append(gather)
             result += gathers
             after = [gather["job"] for gather in gathers]
         result.append(dict(entry, after=after) if level else entry)

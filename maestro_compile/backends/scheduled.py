@@ -259,7 +259,11 @@ class ScheduledBackend(Backend):
                                names=[n.name for n in job.nodes], firsts=firsts + [start],
                                parents=[" ".join(str(parent_index[p]) for p in n.depends) for n in job.nodes],
                                parent_names=parents, parent_logs=[log_base(nodes[p][1]) for p in parents],
-                               cpus_per_node=(procs or 1) * (cores or 1))
+                               cpus_per_node=(procs or 1) * (cores or 1), **self.bundle_context(study, job))
+
+    def bundle_context(self, study: Study, job: Job) -> Dict[str, Any]:
+        """Values the backend's bundle template needs beyond the shared ones."""
+        return {}
 
     # --- submission entries: one shape for submit.sh and resubmission scripts ---
     @abc.abstractmethod

@@ -14,7 +14,7 @@ a line with "gather" (the node it gathers for) is a gather job: `true`, waiting 
 batch.max_dependencies parents of a node that has more, so that no job has thousands of
 dependencies (flux-core accepts those slowly); its id goes to .maestro/gather.EPOCH.tsv;
 the submitter adds `--dependency=afterok:ID` for each job of "after" (their ids are known by
-then), `--urgency=hold` for a job without parents (a root) or `--urgency=N` from "urgency", and
+then; "dependency": "afterany" on a bundle's line, which lists its nodes in "nodes"), `--urgency=hold` for a job without parents (a root) or `--urgency=N` from "urgency", and
 builds each jobspec with Flux's own `flux batch`/`flux submit` argument parsing, so a node is
 submitted exactly as that command line would submit it (a batch script's `# flux:` directives
 included). Jobs are submitted with many requests in flight; each id is appended to jobs.tsv as
@@ -218,8 +218,11 @@ def main(plan_path, ledger_path, epoch):
                              f"  command: flux {' '.join(job['flux'])}")
                 return
             ids[number] = job_id
-            record = gathers if job.get("gather") else ledger    # jobs.tsv lists nodes only
-            record.write(f"{epoch}\t{job['node']}\t{job_id}\n")
+            if job.get("gather"):      # jobs.tsv lists nodes only
+                gathers.write(f"{epoch}\t{job['node']}\t{job_id}\n")
+            else:                      # a bundle: each of its nodes
+                ledger.write("".join(f"{epoch}\t{node}\t{job_id}\n" for node in job.get("nodes") or [job["node"]]))
+            record = gathers if job.get("gather") else ledger
             record.flush()
             for child in children.get(number, ()):
                 waiting[child] -= 1
@@ -237,7 +240,7 @@ def main(plan_path, ledger_path, epoch):
                         attributes = spec["attributes"] = dict(spec["attributes"])
                         system = attributes["system"] = dict(attributes["system"])
                         system["dependencies"] = list(system.get("dependencies", [])) + \
-                            [{"scheme": "afterok", "value": str(ids[p])} for p in job["after"]]
+                            [{"scheme": job.get("dependency", "afterok"), "value": str(ids[p])} for p in job["after"]]
                         urgency = URGENCY_DEFAULT if job.get("urgency") is None else int(job["urgency"])
                     else:
                         urgency = 0     # held until the whole study is queued
@@ -286,7 +289,8 @@ def main(plan_path, ledger_path, epoch):
     while in_flight:
         released()
     gathered = sum(1 for job in plan if job.get("gather"))
-    print(f"submitted {len(ids)} Flux job(s) (0 array(s)) for {len(plan) - gathered} node(s)"
+    nodes = sum(len(job.get("nodes") or [job["node"]]) for job in plan if not job.get("gather"))
+    print(f"submitted {len(ids)} Flux job(s) (0 array(s)) for {nodes} node(s)"
           + (f" and {gathered} gather job(s)" if gathered else "") + f"; released {len(roots)} held root job(s)")
 
 

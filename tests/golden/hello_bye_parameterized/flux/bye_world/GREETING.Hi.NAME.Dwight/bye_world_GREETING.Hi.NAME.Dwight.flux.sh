@@ -21,10 +21,13 @@ _mc_finish() {
 }
 _mc_mark START "${EPOCHSECONDS:-$(date +%s)}"
 _mc_mark HOST "${HOSTNAME:-unknown}"
-_mc_mark JOB_ID "${FLUX_JOB_ID:-${FLUX_ENCLOSING_ID:-$$}}"
+_mc_mark JOB_ID "${MAESTRO_BUNDLE_ID:-${FLUX_JOB_ID:-${FLUX_ENCLOSING_ID:-$$}}}"
 trap _mc_finish EXIT
 trap '_mc_mark SIGNAL TERM; exit 143' TERM
 trap '_mc_mark SIGNAL INT; exit 130' INT
+# Flux sends ALRM at the time limit (a node in a bundle: its bundle's); bash would run the EXIT trap
+# with the last command's status
+trap '_mc_mark SIGNAL ALRM; exit 142' ALRM
 cd @STUDY@/bye_world/GREETING.Hi.NAME.Dwight || exit 1
 
 # --- the step's command, verbatim from the spec; a subshell keeps its own exit and traps inside ---
