@@ -179,7 +179,7 @@ def test_the_bundle_key_is_validated(tmp_path):
             build_study(Options(spec_path=spec, out_dir=tmp_path / "out"))
 
 
-@pytest.mark.parametrize("backend", ["flux", "pbs"])
+@pytest.mark.parametrize("backend", ["flux"])
 def test_backends_without_bundles_refuse_them(tmp_path, backend):
     result = maestro("compile", write_study_spec(tmp_path, "b", sweep(10, backend)), "-o", tmp_path / "out",
                      "--bundle", "4")
