@@ -279,6 +279,13 @@ class PbsBackend(ScheduledBackend):
             return native.reason     # the scheduler's comment: "Not Running: Insufficient amount of resource ..."
         return ""
 
+    def bundle_fate(self, native: NativeStatus) -> str:
+        state = self.native_state(native)
+        words = native.state.split()
+        if state == State.CANCELLED and _field(words, "substate") == str(SUBSTATE_DELETED):
+            return "deleted (qdel)"     # a sub-job deleted while it ran may keep Exit_status 0
+        return self.reason(native, state) or state.value
+
     def is_held(self, native: NativeStatus) -> bool:
         words = native.state.split()
         return bool(words) and words[0] == "H" and "u" in (_field(words, "hold") or "")
