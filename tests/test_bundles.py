@@ -384,3 +384,131 @@ def test_lsf_bundles_cascade_a_failure_to_its_descendants_only_and_resubmit_reru
         assert (study / "analyze/X.1/ana.txt").read_text() == "prep 1\n"
     finally:
         lsf.stop()
+
+
+# --- PBS: arrays of bundles only, each waiting for whole parent jobs (afterany) ---
+
+def submit_lines(study: Path):
+    return [line for line in (study / "submit.sh").read_text().splitlines() if line.startswith("submit J")]
+
+
+def test_pbs_makes_arrays_of_bundles_only_and_plain_nodes_stay_one_job_each(tmp_path):
+    # prepare is not bundled (one job per node, as without bundles); simulate is, by 2; analyze and
+    # collect run below it in bundles of one node
+    body = sweep(6, "pbs").replace("walltime: \"00:01:00\"\n          - name: analyze",
+                                   "walltime: \"00:01:00\"\n              bundle: 2\n          - name: analyze")
+    study = compiled(tmp_path, body, max_queued=1000, max_array_size=10000).directory
+    jobs = json.loads((study / "study.json").read_text())["jobs"]
+    # bundle i of simulate waits for two plain jobs: not a mapping an array can express, so each
+    # bundle is a job of its own (as on Slurm), and so are those below it
+    assert [(j["step"], j["array"], j.get("bundles")) for j in jobs] == \
+        [("prepare", False, None)] * 6 + [("simulate", False, [2])] * 3 + [("analyze", False, [1])] * 6 + \
+        [("collect", False, [1])]
+    lines = submit_lines(study)
+    assert all(" -h " in line and "-J" not in line for line in lines[:6])
+    assert '-W "depend=afterany:${J2}:${J3}" ' in lines[7]
+    assert '-W "depend=afterany:${J7}" ' in lines[11]
+    header = (study / "simulate" / "simulate.bundle1.pbs.sh").read_text()
+    assert "#PBS -o simulate.bundle1.log\n" in header and "#PBS -N mc_simulate\n" in header
+    assert "#PBS -l walltime=00:03:00\n" in header     # 2 nodes of 1 min, plus a minute
+
+
+def test_pbs_chains_arrays_of_bundles_with_afterany_on_whole_arrays(tmp_path):
+    study = compiled(tmp_path, sweep(6, "pbs"), bundle=2, max_queued=1000, max_array_size=10000).directory
+    jobs = json.loads((study / "study.json").read_text())["jobs"]
+    assert [(j["step"], j["array"], j["tasks"]) for j in jobs] == \
+        [("prepare", True, 3), ("simulate", True, 3), ("analyze", True, 3), ("collect", False, 1)]
+    lines = submit_lines(study)
+    # no element-wise dependency on PBS: task-to-task chains wait for the whole parent array
+    assert " -h -J 0-2 " in lines[0]
+    assert '-W "depend=afterany:${J0}" -J 0-2 ' in lines[1] and '-W "depend=afterany:${J1}" -J 0-2 ' in lines[2]
+    assert '-W "depend=afterany:${J2}" ' in lines[3] and "-J" not in lines[3]
+    header = (study / "simulate" / "simulate.bundle.pbs.sh").read_text()
+    assert "#PBS -o simulate.bundle.^array_index^.log\n" in header
+
+
+def test_pbs_bundles_without_bundle_keys_keep_today_s_plan(tmp_path):
+    study = compiled(tmp_path, sweep(3, "pbs"), max_queued=1000, max_array_size=10000).directory
+    jobs = json.loads((study / "study.json").read_text())["jobs"]
+    assert len(jobs) == 10 and not any(j["array"] for j in jobs)
+    assert all("afterany" not in line and "-J" not in line for line in submit_lines(study))
+
+
+def test_pbs_refuses_an_array_of_one_bundle(tmp_path):
+    # 5 bundles in arrays of at most 2: the last array would hold one bundle (qsub -J 0-0 is illegal)
+    with pytest.raises(CompileError, match="PBS refuses a job array of one sub-job"):
+        compiled(tmp_path, sweep(10, "pbs"), bundle=2, max_queued=1000, max_array_size=2)
+
+
+def run_pbs_task(script: Path, task: int, ncpus: int) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PBS_ARRAY_INDEX=str(task), PBS_JOBID=f"9[{task}].server", NCPUS=str(ncpus))
+    env.pop("PBS_NODEFILE", None)
+    return subprocess.run([str(script)], cwd=script.parent, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_pbs_bundle_runs_its_nodes_with_the_sub_job_s_id_and_cpus(tmp_path):
+    body = sweep(4, "pbs").replace("echo prep $(X) > out.txt", "echo prep $(X) > out.txt; sleep 1")
+    study = compiled(tmp_path, body, bundle=4, max_queued=1000, max_array_size=10000).directory
+    script = study / "prepare" / "prepare.bundle.pbs.sh"
+    assert "task=${PBS_ARRAY_INDEX:?" not in script.read_text()      # one bundle: a plain job
+    started = __import__("time").monotonic()
+    done = run_pbs_task(script, 0, ncpus=4)
+    assert done.returncode == 0, done.stderr
+    assert __import__("time").monotonic() - started < 3.5     # 4 nodes of 1 s at once (NCPUS=4)
+    assert markers(study, "prepare/X.3", "prepare_X.3")["JOB_ID"] == "9[0].server"
+    study = compiled(tmp_path, sweep(4, "pbs"), name="two", bundle=2, max_queued=1000, max_array_size=10000).directory
+    script = study / "prepare" / "prepare.bundle.pbs.sh"
+    assert run_pbs_task(script, 1, ncpus=1).returncode == 0
+    assert markers(study, "prepare/X.2", "prepare_X.2")["JOB_ID"] == "9[1].server"
+    assert markers(study, "prepare/X.0", "prepare_X.0") is None
+
+
+def test_pbs_records_each_node_with_its_sub_job_id(tmp_path):
+    """submit.sh's record_bundles, run with a fake qsub: the ledger names sub-jobs 13[i].server."""
+    study = compiled(tmp_path, sweep(5, "pbs"), bundle=2, max_queued=1000, max_array_size=10000).directory
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    counter = tmp_path / "n"
+    (bin_dir / "qsub").write_text(f"#!/bin/bash\nn=$(( $(cat {counter} 2>/dev/null || echo 12) + 1 ))\n"
+                                  f"echo $n > {counter}\n[[ \" $* \" == *' -J '* ]] && echo \"$n[].server\" "
+                                  f"|| echo \"$n.server\"\n")
+    (bin_dir / "qrls").write_text("#!/bin/sh\nexit 0\n")
+    for tool in ("qsub", "qrls"):
+        (bin_dir / tool).chmod(0o755)
+    done = subprocess.run([str(study / "submit.sh")], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}"))
+    assert done.returncode == 0, done.stderr
+    rows = dict(line.split("\t")[1:] for line in (study / "jobs.tsv").read_text().splitlines())
+    assert rows["prepare_X.0"] == rows["prepare_X.1"] == "13[0].server"
+    assert rows["prepare_X.4"] == "13[2].server" and rows["simulate_X.3"] == "14[1].server"
+    assert rows["collect"] == "16.server"
+
+
+@pytest.mark.parametrize("server, queue, batch, limit", [
+    ("", "", {}, None),
+    ("[u:PBS_GENERIC=50]", "", {}, 50),
+    ("[u:PBS_GENERIC=50],[u:alice=80]", "", {}, 80),               # the user's own limit wins
+    ("[u:PBS_GENERIC=50]", "[o:PBS_ALL=30]", {}, 30),               # the default queue's too
+    ("[g:PBS_GENERIC=40],[g:staff=20]", "", {}, 20),
+    ("[p:PBS_GENERIC=25]", "", {}, 25),                              # each study is a project
+    ("", "[u:PBS_GENERIC=10]", {"queue": "other"}, None),           # another queue's limit
+    ("[u:bob=5]", "", {}, None),                                     # someone else's
+])
+def test_the_pbs_queue_limit_is_the_server_s_and_the_queue_s_max_queued(server, queue, batch, limit):
+    from maestro_compile.backends.pbs import PbsBackend
+    def quoted(value):
+        return f', "max_queued": "{value}"' if value else ""
+    server_json = '{"Server": {"host": {"default_queue": "workq"' + quoted(server) + "}}}"
+    queue_json = '{"Queue": {"workq": {"queue_type": "Execution"' + quoted(queue) + "}, \"other\": {}}}"
+    who = "uid=1001(alice) gid=1002(staff) groups=1002(staff)\n"
+    assert PbsBackend().parse_queue_limit([server_json, queue_json, who], batch) == limit
+
+
+def test_pbs_reads_max_array_size_and_asks_for_sub_jobs():
+    from maestro_compile.backends.pbs import PbsBackend
+    backend = PbsBackend()
+    assert backend.parse_max_array_size('{"Server": {"h": {"max_array_size": 500}}}') == 500
+    assert backend.parse_max_array_size("") is None
+    assert backend.query_id("13[4].server") == "13[].server" and backend.query_id("12.server") == "12.server"
+    assert "-t" in backend.status_command(["13[].server"], None).argv
+    assert backend.job_id.fullmatch("13[4].server") and backend.job_id.fullmatch("13[].server")

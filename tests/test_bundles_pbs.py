@@ -203,5 +203,5 @@ def _sweep_under_the_queue_limit(studies, limited_queue, points: int) -> Dict[st
 
 
 @pytest.mark.slow
-def test_a_300_point_sweep_fits_the_queue_s_max_queued_of_50(studies, limited_queue):
-    _sweep_under_the_queue_limit(studies, limited_queue, 300)
+def test_a_1000_point_sweep_fits_the_queue_s_max_queued_of_50(studies, limited_queue):
+    _sweep_under_the_queue_limit(studies, limited_queue, 1000)
