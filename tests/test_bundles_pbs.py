@@ -9,6 +9,7 @@ started before): the other PBS tests submit to the default queue and never meet 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -112,7 +113,7 @@ def queued_jobs(study: Path) -> int:
 
 
 def re_array(job_id: str) -> str:
-    import re
+    """The array of a sub-job id: 13[4].server -> 13[].server."""
     return re.sub(r"\[\d+\]", "[]", job_id)
 
 

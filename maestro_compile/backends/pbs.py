@@ -22,6 +22,7 @@ from ..model import Node, Study
 from ..plan import Capabilities, Job
 from ..runner import Command
 from ..states import NativeStatus, State
+from ..studydir import StudyDir
 from ..walltime import pbs_walltime
 from .base import LaunchRequest, step_location
 from .scheduled import ScheduledBackend, Target, allocation, sh, truthy
@@ -297,7 +298,7 @@ class PbsBackend(ScheduledBackend):
     def cancel_argv(self, ids: Sequence[str]) -> List[str]:
         return ["qdel", *ids]
 
-    def cancel_jobs(self, study, ids: Sequence[str], settle: float = 20.0) -> None:
+    def cancel_jobs(self, study: StudyDir, ids: Sequence[str], settle: float = 20.0) -> None:
         # the newest first: a job of bundles waits with afterany, and PBS would start it the moment
         # its parent is deleted, before the same qdel reached it
         super().cancel_jobs(study, sorted(ids, key=_id_number, reverse=True), settle)
