@@ -134,9 +134,13 @@ def plan_bundles(nodes: Sequence[Node], capabilities: Capabilities, max_array_si
             parents = dict.fromkeys(unit_of[p] for node in group for p in node.depends)
             units.append(_Unit(name, step, tuple(parents), group))
     same_header = header_check(capabilities, array_key)
-    arrays = capabilities.arrays and max_array_size >= 2
-    grouped = group_jobs(units, max_array_size if arrays else 1,
-                         lambda members: same_header([n for unit in members for n in unit.nodes]), arrays)
+    arrays = (capabilities.arrays or capabilities.bundle_arrays) and max_array_size >= 2
+
+    def one_array(members: Sequence[_Unit]) -> bool:
+        if not capabilities.arrays and members[0].step not in inside:
+            return False    # arrays of bundles only: plain nodes stay one job each
+        return same_header([n for unit in members for n in unit.nodes])
+    grouped = group_jobs(units, max_array_size if arrays else 1, one_array, arrays)
     jobs = []
     for job in grouped:
         flat = tuple(node for unit in job.nodes for node in unit.nodes)

@@ -138,7 +138,7 @@ def bundle_choice(study: Study, backend) -> Optional[bundles.Choice]:
         return None
     if not backend.capabilities.bundles:
         raise CompileError(f"bundles are not supported by the {backend.name} backend yet ({choice.note}); "
-                           f"compile for Slurm, LSF or Flux, or without --bundle, --max-queued and the steps' `bundle` keys")
+                           f"compile for Slurm, LSF, Flux or PBS, or without --bundle, --max-queued and the steps' `bundle` keys")
     return choice
 
 
@@ -147,7 +147,7 @@ def plan_study(study: Study, backend, notes: Optional[List[str]] = None) -> plan
     bundles when the queue limit asks for them), with the cluster's facts resolved first
     (--max-array-size, else the cluster's own limit). What was chosen goes to ``notes``."""
     limit = 1
-    if backend.capabilities.arrays:
+    if backend.capabilities.arrays or backend.capabilities.bundle_arrays:
         limit = int(study.options.get("max_array_size") or 0) or cluster_max_array_size(backend)
     choice = bundle_choice(study, backend)
     if choice is not None:

@@ -103,6 +103,9 @@ class Capabilities:
     max_array_size: int = 1          # the scheduler's default limit; the cluster's may differ
     directive_prefix: str = ""       # "#SBATCH": a cmd with such lines may change a node's header
     bundles: bool = False            # runs several nodes in one job (bundles.py)
+    # job arrays for jobs of bundles only, each waiting for whole parent jobs (PBS: no element-wise
+    # dependency, but a bundle checks its nodes' parents itself); plain nodes stay one job each
+    bundle_arrays: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,28 @@
 """PBS Professional / OpenPBS: #PBS scripts, one job per node chained with -W depend=afterok,
-status from `qstat -x -f -F json`.
+status from `qstat -x -f -F json -t`.
 
-No job arrays: PBS has no element-wise array dependency, and an `afterok` on a whole array only
-looks at the exit status of the sub-job that finished last (OpenPBS 23.06), so a chain through an
-array could run after a failed sub-job. One job per node keeps every dependency exact.
+No job arrays for plain nodes: PBS has no element-wise array dependency, and an `afterok` on a whole
+array only looks at the exit status of the sub-job that finished last (OpenPBS 23.06), so a chain
+through an array could run after a failed sub-job. One job per node keeps every dependency exact.
+Jobs of bundles (docs/big-sweeps.md) are arrays (`qsub -J`): a bundle exits 0 whatever its nodes
+returned and checks its nodes' parents' markers itself, so it can wait for whole parent jobs with
+`afterany`, and the exit-status bug does not matter.
 """
 from __future__ import annotations
 
 import json
 import math
 import re
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from ..bundles import time_limit
 from ..errors import CompileError
 from ..expand import count, make_safe
 from ..model import Node, Study
-from ..plan import Capabilities
+from ..plan import Capabilities, Job
 from ..runner import Command
 from ..states import NativeStatus, State
+from ..studydir import StudyDir
 from ..walltime import pbs_walltime
 from .base import LaunchRequest, step_location
 from .scheduled import ScheduledBackend, Target, allocation, sh, truthy
@@ -41,6 +46,9 @@ EXIT_REASONS = {-29: "walltime exceeded", -27: "memory limit exceeded", -26: "vm
                 -10: "invalid uid/gid for the job", 254: "the script could not be executed",
                 256 + 15: "deleted while running (qdel)"}
 LAUNCHERS = ("mpiexec", "mpirun")
+DEFAULT_MAX_ARRAY = 10000      # the server's max_array_size by default
+# one limit of a max_queued value: [u:PBS_GENERIC=50], [u:alice=10], [g:staff=20], [o:PBS_ALL=500], [p:...]
+QUEUED_LIMIT = re.compile(r"\[\s*([ugop])\s*:\s*([^=\]]+?)\s*=\s*(\d+)\s*\]")
 
 
 def job_name(name: str) -> str:
@@ -76,9 +84,12 @@ class PbsBackend(ScheduledBackend):
     submit_command = "qsub"
     cancel_command = "qdel"
     launchers = LAUNCHERS
-    capabilities = Capabilities(arrays=False)   # see the module's docstring
+    # arrays of bundles only: see the module's docstring
+    capabilities = Capabilities(arrays=False, bundle_arrays=True, bundles=True, max_array_size=DEFAULT_MAX_ARRAY,
+                                directive_prefix=prefix)
+    queue_limit_name = "the server's and queue's max_queued, from qstat -Bf/-Qf"
     tag_field = "project (-P)"
-    job_id = re.compile(r"[0-9]+(?:\.[A-Za-z0-9_.-]+)?")   # 12.server
+    job_id = re.compile(r"[0-9]+(?:\[[0-9]*\])?(?:\.[A-Za-z0-9_.-]+)?")   # 12.server, 13[4].server
     status_chunk = 200
 
     # --- compile time ---
@@ -154,20 +165,81 @@ class PbsBackend(ScheduledBackend):
             context["restart"] = None
         return context
 
+    # --- cluster facts, read once at compile time (before rendering) ---
+    def facts_command(self) -> Optional[Command]:
+        return Command(("qstat", "-B", "-f", "-F", "json"), self.scheduler, optional=True, timeout=10)
+
+    def parse_max_array_size(self, text: str) -> Optional[int]:
+        servers = load_qstat_json(text).get("Server") or {}
+        sizes = [_int(info.get("max_array_size")) for info in servers.values() if isinstance(info, dict)]
+        return next((size for size in sizes if size), None)
+
+    def queue_limit_commands(self, user: str) -> List[Command]:
+        if not user:
+            return []
+        def ask(*words: str) -> Command:
+            return Command(words, self.scheduler, optional=True, timeout=10)
+        # `id USER`: the user's name and primary group, which PBS limits may name
+        return [ask("qstat", "-B", "-f", "-F", "json"), ask("qstat", "-Q", "-f", "-F", "json"), ask("id", user)]
+
+    def parse_queue_limit(self, texts: Sequence[str], batch: Mapping[str, Any]) -> Optional[int]:
+        """The smallest max_queued limit of the server and of the queue the jobs go to (batch.queue,
+        else the server's default_queue) that counts the study's jobs: the user's own ([u:NAME=N],
+        else [u:PBS_GENERIC=N]), the primary group's ([g:NAME=N], else [g:PBS_GENERIC=N]), the
+        project's ([p:PBS_GENERIC=N]: each study is a project of its own) and everyone's
+        ([o:PBS_ALL=N]). Every sub-job of an array counts one (measured on OpenPBS 23.06)."""
+        server_text, queue_text, id_text = (list(texts) + ["", "", ""])[:3]
+        servers = [info for info in (load_qstat_json(server_text).get("Server") or {}).values()
+                   if isinstance(info, dict)]
+        queue_name = str(batch.get("queue") or next((s.get("default_queue") for s in servers), "") or "")
+        queue = (load_qstat_json(queue_text).get("Queue") or {}).get(queue_name)
+        who = {kind: match.group(1) for kind, match in
+               (("u", re.search(r"uid=\d+\(([^)]+)\)", id_text)), ("g", re.search(r"gid=\d+\(([^)]+)\)", id_text)))
+               if match}
+        limits: List[int] = []
+        for owner in servers + ([queue] if isinstance(queue, dict) else []):
+            limits += queued_limits(str(owner.get("max_queued") or ""), who)
+        return min(limits) if limits else None
+
+    # --- bundles (docs/big-sweeps.md) ---
+    def bundle_directives(self, study: Study, job: Job, log: str) -> List[str]:
+        """The header one node of the step would get, named after the step, with one log per
+        bundle and a walltime for a bundle's nodes run one after another. The array's range is
+        qsub's -J (job_args)."""
+        if job.array and len(job.bundles) < 2:
+            raise CompileError(f"step '{job.step}': PBS refuses a job array of one sub-job (-J 0-0); give "
+                               f"--max-array-size a value that does not leave one bundle alone")
+        if job.array:   # PBS writes each sub-job's output to its own file
+            log = log[:-len(".log")] + ".^array_index^.log"
+        lines = [f"-N {job_name(job.step)}", f"-P {self.tag(study.identity)}", f"-o {log}", "-j oe"]
+        lines += [line for line in self.shared_directives(study, job.nodes[0]) if not line.startswith("-l walltime=")]
+        seconds = time_limit(job)
+        return lines + [f"-l walltime={pbs_walltime(seconds)}"] if seconds else lines
+
     # --- submission ---
     def job_args(self, target: Target, throttle: int) -> List[str]:
         """The workspace qsub runs in (submit's third word), then qsub's words: held (-h) when the
-        job has no parents (released with qrls at the end), else -W depend=afterok on every parent."""
+        job has no parents (released with qrls at the end), else -W depend=afterok on every parent.
+        A job of bundles waits with afterany for the whole parent jobs (PBS has no element-wise
+        dependency): it runs however they ended, and its nodes check their parents' markers."""
         if target.root:
             args = ["-h"]
         else:
-            args = ["-W", '"depend=afterok:' + ":".join(f"${{J{d.job}}}" for d in target.depends) + '"']
+            kind = "afterany" if target.bundle_sizes else "afterok"
+            parents = dict.fromkeys(f"${{J{d.job}}}" for d in target.depends)
+            args = ["-W", f'"depend={kind}:' + ":".join(parents) + '"']
+        if target.array:
+            args += ["-J", f"0-{target.task_count - 1}"]
         return [sh(target.workdir), *args, sh(target.script)]
 
     # --- status ---
+    def query_id(self, job_id: str) -> str:
+        return SUBJOB_INDEX.sub("[]", job_id)     # 13[4].server -> the array 13[].server
+
     def status_command(self, ids: Sequence[str], env: Optional[Dict[str, str]]) -> Command:
-        # -x: finished jobs too (job history); unknown (purged) ids: exit 153, the others are still listed
-        return Command(("qstat", "-x", "-f", "-F", "json", *ids), self.scheduler, partial=True,
+        # -x: finished jobs too (job history); -t: an array's sub-jobs too; unknown (purged) ids:
+        # exit 153, the others are still listed
+        return Command(("qstat", "-x", "-t", "-f", "-F", "json", *ids), self.scheduler, partial=True,
                        tolerate=("Unknown Job Id",), env=env)
 
     def parse_status(self, text: str) -> Dict[str, NativeStatus]:
@@ -208,6 +280,13 @@ class PbsBackend(ScheduledBackend):
             return native.reason     # the scheduler's comment: "Not Running: Insufficient amount of resource ..."
         return ""
 
+    def bundle_fate(self, native: NativeStatus) -> str:
+        state = self.native_state(native)
+        words = native.state.split()
+        if state == State.CANCELLED and _field(words, "substate") == str(SUBSTATE_DELETED):
+            return "deleted (qdel)"     # a sub-job deleted while it ran may keep Exit_status 0
+        return self.reason(native, state) or state.value
+
     def is_held(self, native: NativeStatus) -> bool:
         words = native.state.split()
         return bool(words) and words[0] == "H" and "u" in (_field(words, "hold") or "")
@@ -218,6 +297,11 @@ class PbsBackend(ScheduledBackend):
 
     def cancel_argv(self, ids: Sequence[str]) -> List[str]:
         return ["qdel", *ids]
+
+    def cancel_jobs(self, study: StudyDir, ids: Sequence[str], settle: float = 20.0) -> None:
+        # the newest first: a job of bundles waits with afterany, and PBS would start it the moment
+        # its parent is deleted, before the same qdel reached it
+        super().cancel_jobs(study, sorted(ids, key=_id_number, reverse=True), settle)
 
     @staticmethod
     def tag(identity: str) -> str:
@@ -243,6 +327,31 @@ class PbsBackend(ScheduledBackend):
 
 # qselect -s: held, queued, running, suspended, in transit, waiting, array running, exiting, user-suspended
 ACTIVE_STATES = "HQRSTWBEU"
+
+
+SUBJOB_INDEX = re.compile(r"\[[0-9]+\]")
+
+
+def _id_number(job_id: str) -> int:
+    digits = re.match(r"\d*", job_id).group(0)
+    return int(digits or 0)
+
+
+def queued_limits(value: str, who: Mapping[str, str]) -> List[int]:
+    """The limits of a max_queued value that count this user's jobs (``who``: u -> user, g -> group):
+    a limit naming them wins over the generic one of its kind."""
+    found: Dict[str, Dict[str, int]] = {}
+    for kind, name, number in QUEUED_LIMIT.findall(value):
+        found.setdefault(kind, {})[name] = int(number)
+    limits = []
+    for kind, names in found.items():
+        if kind in who and who[kind] in names:
+            limits.append(names[who[kind]])
+        elif kind in ("u", "g", "p") and "PBS_GENERIC" in names:
+            limits.append(names["PBS_GENERIC"])
+        elif kind == "o" and "PBS_ALL" in names:
+            limits.append(names["PBS_ALL"])
+    return limits
 
 
 def _field(words: Sequence[str], key: str) -> Optional[str]:

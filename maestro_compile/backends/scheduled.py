@@ -502,6 +502,10 @@ class ScheduledBackend(Backend):
                 return Verdict(State.CANCELLED, f"ancestor {failed} failed")
         return Verdict(state, reason)
 
+    def bundle_fate(self, native: NativeStatus) -> str:
+        """How a bundle's job ended, in a few words for a reason ("TIMEOUT")."""
+        return native.state
+
     def _judge_bundled(self, name: str, markers: Markers, native: Optional[NativeStatus], runtime: Runtime) -> Verdict:
         """A node of a bundle: its job is the bundle's, so its own markers come first; the
         bundle's state only says whether the node may still run (docs/big-sweeps.md)."""
@@ -510,7 +514,7 @@ class ScheduledBackend(Backend):
         by_markers = markers.outcome()
         stopped = self.native_state(native) if native is not None else None
         if "SIGNAL" in markers and stopped in (State.CANCELLED, State.TIMEDOUT, State.PREEMPTED, State.NODE_FAIL):
-            return Verdict(stopped, f"its bundle was stopped ({native.state}) while the node ran")
+            return Verdict(stopped, f"its bundle was stopped ({self.bundle_fate(native)}) while the node ran")
         if by_markers is not None and by_markers.state != State.RUNNING:
             return by_markers
         if native is None:
@@ -526,11 +530,11 @@ class ScheduledBackend(Backend):
             return Verdict(State.PENDING, reason)
         if by_markers is not None:   # started, never ended: the bundle was stopped under it
             return Verdict(state if state != State.FINISHED else State.FAILED,
-                           f"its bundle ended ({native.state}) while the node ran")
+                           f"its bundle ended ({self.bundle_fate(native)}) while the node ran")
         failed = self._failed_ancestor(name, runtime)
         if failed:
             return Verdict(State.CANCELLED, f"ancestor {failed} failed")
-        return Verdict(State.CANCELLED, f"its bundle ended ({native.state}) before the node started")
+        return Verdict(State.CANCELLED, f"its bundle ended ({self.bundle_fate(native)}) before the node started")
 
     def _failed_ancestor(self, name: str, runtime: Runtime) -> Optional[str]:
         """The nearest ancestor whose job failed or timed out (for the reason column)."""

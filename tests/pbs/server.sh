@@ -83,6 +83,10 @@ node_usable() { local out; out=$(pbsnodes "$ALIAS" 2>/dev/null || true); [[ $out
 configure_server() {
     qmgr -c "list queue workq" >/dev/null 2>&1 || qmgr -c "create queue workq queue_type=execution,enabled=true,started=true"
     qmgr -c "set server default_queue=workq"
+    # a queue with a limit on queued jobs per user, as sites have: the bundle tests fit a sweep into it
+    # (tests/test_bundles_pbs.py); the other tests use workq, without limit
+    qmgr -c "list queue bundleq" >/dev/null 2>&1 || qmgr -c "create queue bundleq queue_type=execution,enabled=true,started=true"
+    qmgr -c "set queue bundleq max_queued = [u:PBS_GENERIC=50]"
     # finished jobs stay visible to qstat -x for an hour: status reads them there
     qmgr -c "set server job_history_enable=true"
     qmgr -c "set server job_history_duration=01:00:00"

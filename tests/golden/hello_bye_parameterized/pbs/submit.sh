@@ -94,8 +94,8 @@ submit() {
     if ! out=$(cd "$workdir" 2>&1 && qsub "$@" 2>&1); then
         fail "qsub failed for $label: $out"$'\n'"  command: cd $workdir && qsub $*"
     fi
-    id=${out##*$'\n'}     # "12.server"
-    [[ $id =~ ^[0-9]+(\.[A-Za-z0-9_.-]+)?$ ]] || fail "cannot read a job id from qsub's output for $label: $out"
+    id=${out##*$'\n'}     # "12.server"; an array: "13[].server"
+    [[ $id =~ ^[0-9]+(\[\])?(\.[A-Za-z0-9_.-]+)?$ ]] || fail "cannot read a job id from qsub's output for $label: $out"
     SUBMITTED+=("$id")
     printf -v "$var" '%s' "$id"
 }
