@@ -444,4 +444,259 @@ def test_lsf_bundles_cascade_a_failure_to_its_descendants_only_and_resubmit_reru
         lsf.stop()
 
 
-REMOVE_REFUSAL_TEST
+# --- Flux: each bundle a `flux batch` job whose own instance runs its nodes ---
+
+# Stands in for `flux` inside a bundle's instance: bulksubmit and batch --wrap run the nodes at
+# once, one after another (cwd and output files as given), queue drain and cancel do nothing.
+# Every call is logged.
+FAKE_FLUX = r'''#!/usr/bin/env python3
+import os, subprocess, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_FLUX_LOG"], "a") as log:
+    log.write(repr(args) + "\n")
+
+def option(words, name):
+    return next(w.split("=", 1)[1] for w in words if w.startswith(name + "="))
+
+def run(script, cwd, out, err):
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        subprocess.run([script], cwd=cwd, stdout=stdout, stderr=stderr)
+
+if args[0] == "bulksubmit":
+    cut = args.index(":::")
+    lists, current = [], None
+    for word in args[cut:]:
+        if word in (":::", ":::+"):
+            current = []
+            lists.append(current)
+        else:
+            current.append(word)
+    for name, cwd, out, err, script in zip(*lists):
+        run(script, cwd, out, err)
+elif args[0] == "batch":
+    run(args[-1], option(args, "--cwd"), option(args, "--output"), option(args, "--error"))
+'''
+
+
+def fake_flux(tmp_path: Path) -> dict:
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "flux").write_text(FAKE_FLUX)
+    (bin_dir / "flux").chmod(0o755)
+    return dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", FAKE_FLUX_LOG=str(tmp_path / "flux.log"),
+                FLUX_ENCLOSING_ID="ƒbundle")
+
+
+def test_a_flux_bundle_is_a_batch_job_chained_with_afterany_and_every_node_is_in_the_ledger(tmp_path):
+    result = compiled(tmp_path, sweep(7, "flux", extra_batch="\n          queue: pdebug"), bundle=3)
+    study = result.directory
+    assert result.notes == ["bundles: 3 node(s) per job for step(s) prepare, simulate, analyze "
+                            "(10 job(s) queued for 22 node(s))"]
+    plan = [json.loads(line) for line in (study / "flux-plan.jsonl").read_text().splitlines()]
+    assert len(plan) == 10 and {entry["flux"][0] for entry in plan} == {"batch"}
+    assert {entry["dependency"] for entry in plan} == {"afterany"}
+    assert sorted(n for entry in plan for n in entry["nodes"]) == sorted(json.loads(
+        (study / "study.json").read_text())["nodes"])
+    # one bundle per job: simulate's second bundle waits for prepare's second, the funnel for all of analyze
+    by_script = {entry["flux"][-1].rsplit("/", 1)[1]: entry for entry in plan}
+    assert by_script["simulate.bundle1.flux.sh"]["after"] == [by_script["prepare.bundle1.flux.sh"]["job"]]
+    assert by_script["simulate.bundle1.flux.sh"]["nodes"] == ["simulate_X.3", "simulate_X.4", "simulate_X.5"]
+    assert len(by_script["collect.bundle.flux.sh"]["after"]) == 3
+    # the header one node gets (queue included), the time limit for 3 nodes of 60 s one after another
+    script = (study / "simulate" / "simulate.bundle1.flux.sh").read_text()
+    header = [line for line in script.splitlines() if line.startswith("# flux:")]
+    assert header == ["# flux: --job-name=simulate.bundle1", "# flux: --output=simulate.bundle1.log",
+                      "# flux: --error=simulate.bundle1.log", "# flux: -n 1", "# flux: -q pdebug", "# flux: -t 240s"]
+    # inside, each node as one task with its own walltime, the queue left to the bundle
+    assert "flux bulksubmit --quiet -n 1 -t 60s --job-name={0}" in script
+    # job by job (resubmission scripts' way), the same dependency
+    submit = FluxBackend().render_submit_job_by_job(*build_plan(tmp_path / "again", sweep(7, "flux"), bundle=3))
+    assert "--dependency=afterany:${J0}" in submit and "--dependency=afterok:$" not in submit
+
+
+def build_plan(tmp_path: Path, body: str, **options):
+    from maestro_compile.pipeline import plan_study
+    tmp_path.mkdir()
+    spec = write_study_spec(tmp_path, "plan", body)
+    study = build_study(Options(spec_path=spec, out_dir=tmp_path / "plan", **options))
+    return study, plan_study(study, FluxBackend())
+
+
+def test_flux_asks_no_queue_limit_and_max_queued_fits_the_study(tmp_path):
+    assert FluxBackend().queue_limit_commands("someone") == []
+    result = compiled(tmp_path, sweep(100, "flux"), max_queued=40)
+    assert "at most 40 queued job(s) (--max-queued)" in result.notes[0]
+    plan = (result.directory / "flux-plan.jsonl").read_text().splitlines()
+    assert len(plan) <= 40
+
+
+def run_flux_bundle(script: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(script)], cwd=script.parent, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_flux_bundle_runs_its_nodes_in_its_instance_and_skips_only_the_descendants_of_a_failed_one(tmp_path):
+    study = compiled(tmp_path, sweep(4, "flux"), bundle=2).directory
+    (tmp_path / "spec" / "fail.1").write_text("")
+    env = fake_flux(tmp_path)
+    for step in ("prepare", "simulate", "analyze"):
+        for number in ("", "1"):
+            done = run_flux_bundle(study / step / f"{step}.bundle{number}.flux.sh", env)
+            assert done.returncode == 0, done.stderr   # whatever its nodes returned
+    done = run_flux_bundle(study / "collect" / "collect.bundle.flux.sh", env)
+    assert done.returncode == 0 and "skipped collect: ancestor simulate_X.1 failed" in done.stdout
+    assert markers(study, "simulate/X.1", "simulate_X.1")["EXIT_CODE"] == "7"
+    skipped = markers(study, "analyze/X.1", "analyze_X.1")
+    assert skipped["REASON"] == "ancestor simulate_X.1 failed" and "SKIPPED" in skipped
+    for x in (0, 2, 3):   # the siblings went on, each in its workspace with its own files, the bundle's id
+        node = markers(study, f"analyze/X.{x}", f"analyze_X.{x}")
+        assert node["EXIT_CODE"] == "0" and node["JOB_ID"] == skipped["JOB_ID"] == "ƒbundle"
+        assert (study / f"analyze/X.{x}/ana.txt").read_text() == f"prep {x}\n"
+    calls = [eval(line) for line in (tmp_path / "flux.log").read_text().splitlines()]   # noqa: S307 (our log)
+    analyze = [call for call in calls if call[0] == "bulksubmit" and "analyze_X.0" in call]
+    # one submission for the bundle's nodes that may run: analyze_X.1 is not among them
+    assert len(analyze) == 1 and "analyze_X.1" not in analyze[0]
+    assert analyze[0][analyze[0].index(":::+") + 1] == str(study / "analyze" / "X.0")
+    assert sum(1 for call in calls if call[:2] == ["queue", "drain"]) == 7   # each bundle waits for its queue
+
+
+def test_a_flux_bundle_of_nodes_with_an_allocation_runs_each_in_an_instance_of_its_own(tmp_path):
+    body = sweep(2, "flux").replace("echo prep $(X) > out.txt",
+                                    "echo prep $(X) > out.txt\n              nodes: 1\n              procs: 2")
+    study = compiled(tmp_path, body, bundle=2).directory
+    script = study / "prepare" / "prepare.bundle.flux.sh"
+    text = script.read_text()
+    assert "# flux: -N 1\n# flux: -n 2\n" in text
+    done = run_flux_bundle(script, fake_flux(tmp_path))
+    assert done.returncode == 0, done.stderr
+    calls = [eval(line) for line in (tmp_path / "flux.log").read_text().splitlines()]   # noqa: S307 (our log)
+    batches = [call for call in calls if call[0] == "batch"]
+    assert len(batches) == 2 and all(call[1:5] == ["-N", "1", "-n", "2"] and "--wrap" in call for call in batches)
+    assert (study / "prepare/X.1/out.txt").read_text() == "prep 1\n"
+
+
+# --- PBS: arrays of bundles only, each waiting for whole parent jobs (afterany) ---
+
+def submit_lines(study: Path):
+    return [line for line in (study / "submit.sh").read_text().splitlines() if line.startswith("submit J")]
+
+
+def test_pbs_makes_arrays_of_bundles_only_and_plain_nodes_stay_one_job_each(tmp_path):
+    # prepare is not bundled (one job per node, as without bundles); simulate is, by 2; analyze and
+    # collect run below it in bundles of one node
+    body = sweep(6, "pbs").replace("walltime: \"00:01:00\"\n          - name: analyze",
+                                   "walltime: \"00:01:00\"\n              bundle: 2\n          - name: analyze")
+    study = compiled(tmp_path, body, max_queued=1000, max_array_size=10000).directory
+    jobs = json.loads((study / "study.json").read_text())["jobs"]
+    # bundle i of simulate waits for two plain jobs: not a mapping an array can express, so each
+    # bundle is a job of its own (as on Slurm), and so are those below it
+    assert [(j["step"], j["array"], j.get("bundles")) for j in jobs] == \
+        [("prepare", False, None)] * 6 + [("simulate", False, [2])] * 3 + [("analyze", False, [1])] * 6 + \
+        [("collect", False, [1])]
+    lines = submit_lines(study)
+    assert all(" -h " in line and "-J" not in line for line in lines[:6])
+    assert '-W "depend=afterany:${J2}:${J3}" ' in lines[7]
+    assert '-W "depend=afterany:${J7}" ' in lines[11]
+    header = (study / "simulate" / "simulate.bundle1.pbs.sh").read_text()
+    assert "#PBS -o simulate.bundle1.log\n" in header and "#PBS -N mc_simulate\n" in header
+    assert "#PBS -l walltime=00:03:00\n" in header     # 2 nodes of 1 min, plus a minute
+
+
+def test_pbs_chains_arrays_of_bundles_with_afterany_on_whole_arrays(tmp_path):
+    study = compiled(tmp_path, sweep(6, "pbs"), bundle=2, max_queued=1000, max_array_size=10000).directory
+    jobs = json.loads((study / "study.json").read_text())["jobs"]
+    assert [(j["step"], j["array"], j["tasks"]) for j in jobs] == \
+        [("prepare", True, 3), ("simulate", True, 3), ("analyze", True, 3), ("collect", False, 1)]
+    lines = submit_lines(study)
+    # no element-wise dependency on PBS: task-to-task chains wait for the whole parent array
+    assert " -h -J 0-2 " in lines[0]
+    assert '-W "depend=afterany:${J0}" -J 0-2 ' in lines[1] and '-W "depend=afterany:${J1}" -J 0-2 ' in lines[2]
+    assert '-W "depend=afterany:${J2}" ' in lines[3] and "-J" not in lines[3]
+    header = (study / "simulate" / "simulate.bundle.pbs.sh").read_text()
+    assert "#PBS -o simulate.bundle.^array_index^.log\n" in header
+
+
+def test_pbs_bundles_without_bundle_keys_keep_today_s_plan(tmp_path):
+    study = compiled(tmp_path, sweep(3, "pbs"), max_queued=1000, max_array_size=10000).directory
+    jobs = json.loads((study / "study.json").read_text())["jobs"]
+    assert len(jobs) == 10 and not any(j["array"] for j in jobs)
+    assert all("afterany" not in line and "-J" not in line for line in submit_lines(study))
+
+
+def test_pbs_refuses_an_array_of_one_bundle(tmp_path):
+    # 5 bundles in arrays of at most 2: the last array would hold one bundle (qsub -J 0-0 is illegal)
+    with pytest.raises(CompileError, match="PBS refuses a job array of one sub-job"):
+        compiled(tmp_path, sweep(10, "pbs"), bundle=2, max_queued=1000, max_array_size=2)
+
+
+def run_pbs_task(script: Path, task: int, ncpus: int) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PBS_ARRAY_INDEX=str(task), PBS_JOBID=f"9[{task}].server", NCPUS=str(ncpus))
+    env.pop("PBS_NODEFILE", None)
+    return subprocess.run([str(script)], cwd=script.parent, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_pbs_bundle_runs_its_nodes_with_the_sub_job_s_id_and_cpus(tmp_path):
+    body = sweep(4, "pbs").replace("echo prep $(X) > out.txt", "echo prep $(X) > out.txt; sleep 1")
+    study = compiled(tmp_path, body, bundle=4, max_queued=1000, max_array_size=10000).directory
+    script = study / "prepare" / "prepare.bundle.pbs.sh"
+    assert "task=${PBS_ARRAY_INDEX:?" not in script.read_text()      # one bundle: a plain job
+    started = __import__("time").monotonic()
+    done = run_pbs_task(script, 0, ncpus=4)
+    assert done.returncode == 0, done.stderr
+    assert __import__("time").monotonic() - started < 3.5     # 4 nodes of 1 s at once (NCPUS=4)
+    assert markers(study, "prepare/X.3", "prepare_X.3")["JOB_ID"] == "9[0].server"
+    study = compiled(tmp_path, sweep(4, "pbs"), name="two", bundle=2, max_queued=1000, max_array_size=10000).directory
+    script = study / "prepare" / "prepare.bundle.pbs.sh"
+    assert run_pbs_task(script, 1, ncpus=1).returncode == 0
+    assert markers(study, "prepare/X.2", "prepare_X.2")["JOB_ID"] == "9[1].server"
+    assert markers(study, "prepare/X.0", "prepare_X.0") is None
+
+
+def test_pbs_records_each_node_with_its_sub_job_id(tmp_path):
+    """submit.sh's record_bundles, run with a fake qsub: the ledger names sub-jobs 13[i].server."""
+    study = compiled(tmp_path, sweep(5, "pbs"), bundle=2, max_queued=1000, max_array_size=10000).directory
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    counter = tmp_path / "n"
+    (bin_dir / "qsub").write_text(f"#!/bin/bash\nn=$(( $(cat {counter} 2>/dev/null || echo 12) + 1 ))\n"
+                                  f"echo $n > {counter}\n[[ \" $* \" == *' -J '* ]] && echo \"$n[].server\" "
+                                  f"|| echo \"$n.server\"\n")
+    (bin_dir / "qrls").write_text("#!/bin/sh\nexit 0\n")
+    for tool in ("qsub", "qrls"):
+        (bin_dir / tool).chmod(0o755)
+    done = subprocess.run([str(study / "submit.sh")], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}"))
+    assert done.returncode == 0, done.stderr
+    rows = dict(line.split("\t")[1:] for line in (study / "jobs.tsv").read_text().splitlines())
+    assert rows["prepare_X.0"] == rows["prepare_X.1"] == "13[0].server"
+    assert rows["prepare_X.4"] == "13[2].server" and rows["simulate_X.3"] == "14[1].server"
+    assert rows["collect"] == "16.server"
+
+
+@pytest.mark.parametrize("server, queue, batch, limit", [
+    ("", "", {}, None),
+    ("[u:PBS_GENERIC=50]", "", {}, 50),
+    ("[u:PBS_GENERIC=50],[u:alice=80]", "", {}, 80),               # the user's own limit wins
+    ("[u:PBS_GENERIC=50]", "[o:PBS_ALL=30]", {}, 30),               # the default queue's too
+    ("[g:PBS_GENERIC=40],[g:staff=20]", "", {}, 20),
+    ("[p:PBS_GENERIC=25]", "", {}, 25),                              # each study is a project
+    ("", "[u:PBS_GENERIC=10]", {"queue": "other"}, None),           # another queue's limit
+    ("[u:bob=5]", "", {}, None),                                     # someone else's
+])
+def test_the_pbs_queue_limit_is_the_server_s_and_the_queue_s_max_queued(server, queue, batch, limit):
+    from maestro_compile.backends.pbs import PbsBackend
+    def quoted(value):
+        return f', "max_queued": "{value}"' if value else ""
+    server_json = '{"Server": {"host": {"default_queue": "workq"' + quoted(server) + "}}}"
+    queue_json = '{"Queue": {"workq": {"queue_type": "Execution"' + quoted(queue) + "}, \"other\": {}}}"
+    who = "uid=1001(alice) gid=1002(staff) groups=1002(staff)\n"
+    assert PbsBackend().parse_queue_limit([server_json, queue_json, who], batch) == limit
+
+
+def test_pbs_reads_max_array_size_and_asks_for_sub_jobs():
+    from maestro_compile.backends.pbs import PbsBackend
+    backend = PbsBackend()
+    assert backend.parse_max_array_size('{"Server": {"h": {"max_array_size": 500}}}') == 500
+    assert backend.parse_max_array_size("") is None
+    assert backend.query_id("13[4].server") == "13[].server" and backend.query_id("12.server") == "12.server"
+    assert "-t" in backend.status_command(["13[].server"], None).argv
+    assert backend.job_id.fullmatch("13[4].server") and backend.job_id.fullmatch("13[].server")
