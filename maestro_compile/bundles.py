@@ -14,11 +14,13 @@ from .plan import Capabilities, Job, Plan, group_jobs, header_check
 BUNDLE_MARGIN = 60         # seconds a bundle's time limit leaves beyond its nodes' walltimes
 
 
-def time_limit(job: Job) -> Optional[int]:
-    """A job of bundles' time limit: its step's walltime for each node of its largest bundle (they may
-    run one after another), plus a margin; None when the step has no limit."""
-    walltime = job.nodes[0].walltime
-    return walltime * max(len(bundle) for bundle in job.bundles) + BUNDLE_MARGIN if walltime else None
+def time_limit(job: Job, node_limit: Optional[Callable[[Node], Optional[int]]] = None) -> Optional[int]:
+    """A job of bundles' time limit: one node's limit for each node of its largest bundle (they may
+    run one after another), plus a margin; None when the step has no limit. A node's limit is its
+    walltime, or ``node_limit(node)`` for backends whose restarts run inside the node's job (room for
+    every attempt)."""
+    limit = node_limit(job.nodes[0]) if node_limit else job.nodes[0].walltime
+    return limit * max(len(bundle) for bundle in job.bundles) + BUNDLE_MARGIN if limit else None
 
 
 @dataclass(frozen=True)
@@ -152,15 +154,13 @@ def plan_bundles(nodes: Sequence[Node], capabilities: Capabilities, max_array_si
 def in_bundles(nodes: Sequence[Node], sizes: Mapping[str, int]) -> Dict[str, bool]:
     """The steps run through bundle scripts: the bundled ones and every step below one (in bundles
     of one node if need be). A bundle ends well even when a node of it failed, so a node after a
-    bundle cannot leave its parents' outcome to the scheduler: the bundle script checks it."""
+    bundle cannot leave its parents' outcome to the scheduler: the bundle script checks it. A step
+    with `restart` is never bundled (bundleable), so below bundles its nodes run in bundles of one:
+    requeuing such a bundle requeues that one node."""
     inside: Dict[str, bool] = {}
     step_of = {node.name: node.step for node in nodes}
     for node in nodes:   # parents first
         if sizes.get(node.step, 1) > 1 or any(step_of[p] in inside for p in node.depends):
-            if node.restart is not None:
-                raise CompileError(f"step '{node.step}' has a `restart` and runs after bundled steps: it cannot run "
-                                   f"inside a bundle yet (its self-requeue would requeue the bundle); compile "
-                                   f"without bundles, or make the steps above it unbundled (`bundle: 1`)")
             inside[node.step] = True
     return inside
 

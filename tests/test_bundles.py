@@ -160,11 +160,116 @@ def test_unaligned_bundles_wait_for_the_parent_tasks_that_hold_their_parents(tmp
     assert len({j["script"] for j in simulate}) == 3
 
 
-def test_a_restart_step_below_bundles_is_refused(tmp_path):
-    body = sweep(4, simulate_run="\n              restart: echo again")
-    with pytest.raises(CompileError, match="step 'simulate' has a `restart` and runs after bundled steps"):
-        compiled(tmp_path, body.replace("echo prep $(X) > out.txt",
-                                        "echo prep $(X) > out.txt\n              bundle: 2"))
+def restart_below_bundles(points: int, backend: str = "slurm", rlimit_walltime: str = "00:01:00") -> str:
+    """sweep() with prepare bundled by 2 and simulate given a `restart` (never bundled itself)."""
+    body = sweep(points, backend, simulate_run="\n              restart: echo again > again.txt")
+    body = body.replace('cmd: echo prep $(X) > out.txt\n              walltime: "00:01:00"',
+                        'cmd: echo prep $(X) > out.txt\n              walltime: "00:01:00"\n              bundle: 2')
+    return body.replace('walltime: "00:01:00"\n              restart', f'walltime: "{rlimit_walltime}"\n              restart')
+
+
+def bundle_holding(study: Path, step: str, node: str) -> Path:
+    """The bundle script of ``step`` that lists ``node``."""
+    return next(script for script in sorted((study / step).glob(f"{step}.bundle*"))
+                if f"    {node}\n" in script.read_text())
+
+
+def header(script: Path, prefix: str):
+    return [line[len(prefix) + 1:] for line in script.read_text().splitlines() if line.startswith(prefix + " ")]
+
+
+def test_a_restart_step_below_bundles_runs_in_bundles_of_one_with_its_restart_directives(tmp_path):
+    result = compiled(tmp_path, restart_below_bundles(4), max_queued=1000)
+    manifest = json.loads((result.directory / "study.json").read_text())
+    simulate = [job for job in manifest["jobs"] if job["step"] == "simulate"]
+    assert sum(job["tasks"] for job in simulate) == 4       # one node per bundle, as when unbundled
+    script = bundle_holding(result.directory, "simulate", "simulate_X.2")
+    lines = header(script, "#SBATCH")
+    # Slurm requeues the bundle (the node's self-requeue); each attempt is a run of the bundle:
+    # the walltime plus the bundle's margin, the signal as for the node's own job
+    assert {"--requeue", "--open-mode=append", "--signal=B:USR1@12", "--time=00:02:00"} <= set(lines), lines
+    assert "trap forward_restart USR1" in script.read_text()
+    # a bundle without a restart node neither forwards USR1 nor appends its nodes' output
+    prepare = (result.directory / "prepare" / "prepare.bundle.slurm.sh").read_text()
+    assert "USR1" not in prepare and '>>"$STUDY_DIR' not in prepare
+
+
+def test_a_restart_step_is_never_bundled_with_others_even_when_the_limit_asks(tmp_path):
+    result = compiled(tmp_path, sweep(40, simulate_run="\n              restart: echo again"), max_queued=50)
+    assert "step(s) prepare, analyze" in result.notes[0]
+    jobs = json.loads((result.directory / "study.json").read_text())["jobs"]
+    simulate = [job for job in jobs if job["step"] == "simulate"]
+    assert all(size == 1 for job in simulate for size in job["bundles"]) and \
+        sum(job["tasks"] for job in simulate) == 40
+
+
+def fake_scontrol(tmp_path: Path) -> Path:
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$*\" >> '{tmp_path / 'scontrol.log'}'\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    return bin_dir
+
+
+def test_a_slurm_bundle_passes_usr1_to_its_restart_node_whose_next_run_takes_the_restart_command(tmp_path):
+    body = restart_below_bundles(2).replace("cat ../../prepare/X.$(X)/out.txt > sim.txt",
+                                            "echo first; sleep 30")
+    study = compiled(tmp_path, body, max_queued=1000).directory
+    for task in (0,):
+        assert run_task(study / "prepare" / "prepare.bundle.slurm.sh", task).returncode == 0
+    script = bundle_holding(study, "simulate", "simulate_X.1")
+    task = 1 if "SLURM_ARRAY_TASK_ID:?" in script.read_text() else 0
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID=str(task), SLURM_JOB_ID="501", SLURM_CPUS_ON_NODE="1",
+               SLURM_JOB_NUM_NODES="1", PATH=f"{fake_scontrol(tmp_path)}{os.pathsep}{os.environ['PATH']}")
+    process = subprocess.Popen([str(script)], cwd=script.parent, env=env, stdout=subprocess.PIPE, text=True)
+    from helpers import wait_until
+    wait_until(lambda: markers(study, "simulate/X.1", "simulate_X.1"), "the node to start", 20)
+    process.send_signal(__import__("signal").SIGUSR1)     # Slurm's --signal=B:USR1, to the bundle alone
+    wait_until(lambda: (tmp_path / "scontrol.log").exists(), "the node to requeue itself", 20)
+    assert (tmp_path / "scontrol.log").read_text() == "requeue 501\n"
+    assert process.poll() is None          # the bundle waits for its node until Slurm stops the job
+    process.terminate()                    # what the requeue does to the running job
+    assert process.wait(timeout=30) == 143
+    first = markers(study, "simulate/X.1", "simulate_X.1")
+    assert "REQUEUE" in first and first["SIGNAL"] == "TERM"
+    assert judge((study / "simulate/X.1/simulate_X.1.status").read_text(), NativeStatus("PENDING", "BeginTime")) \
+        == __import__("maestro_compile.states", fromlist=["Verdict"]).Verdict(State.PENDING,
+                                                                           "requeued to run its restart command")
+    # the requeued job runs the bundle again: its parent still finished, the node takes its restart command
+    again = subprocess.run([str(script)], cwd=script.parent, env=dict(env, SLURM_RESTART_COUNT="1"),
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    node = markers(study, "simulate/X.1", "simulate_X.1")
+    assert node["EXIT_CODE"] == "0" and node.starts == 2
+    assert (study / "simulate/X.1/again.txt").read_text() == "again\n"
+    assert (study / "simulate/X.1/simulate_X.1.out").read_text() == "first\n"   # the first attempt's output kept
+    assert (tmp_path / "scontrol.log").read_text() == "requeue 501\n"
+
+
+@pytest.mark.parametrize("backend, prefix, limit", [
+    # the walltime for the attempt and one restart, the in-job margin, then the bundle's margin
+    ("pbs", "#PBS", "-l walltime=00:04:00"),
+    ("flux", "# flux:", "-t 240s"),
+])
+def test_a_bundle_whose_node_restarts_inside_its_job_has_room_for_every_attempt(tmp_path, backend, prefix, limit):
+    study = compiled(tmp_path, restart_below_bundles(4, backend), max_queued=1000, max_array_size=1000).directory
+    script = bundle_holding(study, "simulate", "simulate_X.2")
+    assert limit in header(script, prefix)
+    assert "USR1" not in script.read_text()
+    if backend == "flux":     # the node's own job inside the bundle's instance gets the same room
+        assert "-n 1 -t 180s" in script.read_text()
+    study = compiled(tmp_path, restart_below_bundles(4, backend), name="unlimited", max_queued=1000,
+                     max_array_size=1000, rlimit=0).directory
+    lines = header(bundle_holding(study, "simulate", "simulate_X.2"), prefix)
+    assert not any("walltime" in line or line.startswith("-t ") for line in lines), lines
+
+
+def test_an_lsf_bundle_of_a_restart_node_outlives_the_warning_signal(tmp_path):
+    study = compiled(tmp_path, restart_below_bundles(4, "lsf"), max_queued=1000).directory
+    script = bundle_holding(study, "simulate", "simulate_X.2")
+    lines = header(script, "#BSUB")
+    assert {"-wa USR1", "-wt 1", "-W 00:02"} <= set(lines), lines
+    assert "trap : USR1" in script.read_text()
 
 
 def test_a_bundle_key_on_a_step_that_cannot_be_bundled_is_refused(tmp_path):

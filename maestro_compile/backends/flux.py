@@ -170,7 +170,7 @@ class FluxBackend(ScheduledBackend):
         with a time limit for the bundle's nodes run one after another: the bundle's instance."""
         head = job.nodes[0]
         lines = [line for line in self.shared_directives(study, head) if not line.startswith("-t ")]
-        seconds = time_limit(job)
+        seconds = time_limit(job, lambda node: self.time_limit(study, node))
         if seconds:
             lines.append(f"-t {flux_duration(seconds)}")
         return [f"--job-name={make_safe(log[:-len('.log')])}", f"--output={log}", f"--error={log}"] + lines
@@ -181,8 +181,9 @@ class FluxBackend(ScheduledBackend):
         `# flux:` lines are the top-level queue's, so they stay on the bundle."""
         head = job.nodes[0]
         words = self.allocation_words(head)     # options and numbers: nothing to quote
-        if head.walltime:
-            words.append(f"-t {flux_duration(head.walltime)}")
+        limit = self.time_limit(study, head)     # with `restart`, room for every attempt
+        if limit:
+            words.append(f"-t {flux_duration(limit)}")
         return {"mode": self.mode(head), "launch": words}
 
     def step_context(self, study: Study, node: Node) -> Dict[str, Any]:

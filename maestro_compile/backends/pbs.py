@@ -213,7 +213,7 @@ class PbsBackend(ScheduledBackend):
             log = log[:-len(".log")] + ".^array_index^.log"
         lines = [f"-N {job_name(job.step)}", f"-P {self.tag(study.identity)}", f"-o {log}", "-j oe"]
         lines += [line for line in self.shared_directives(study, job.nodes[0]) if not line.startswith("-l walltime=")]
-        seconds = time_limit(job)
+        seconds = time_limit(job, lambda node: self.time_limit(study, node))   # restarts run inside the node's job
         return lines + [f"-l walltime={pbs_walltime(seconds)}"] if seconds else lines
 
     # --- submission ---

@@ -259,7 +259,9 @@ class ScheduledBackend(Backend):
                                names=[n.name for n in job.nodes], firsts=firsts + [start],
                                parents=[" ".join(str(parent_index[p]) for p in n.depends) for n in job.nodes],
                                parent_names=parents, parent_logs=[log_base(nodes[p][1]) for p in parents],
-                               cpus_per_node=(procs or 1) * (cores or 1), **self.bundle_context(study, job))
+                               cpus_per_node=(procs or 1) * (cores or 1),
+                               restart_node=any(n.restart is not None and n.walltime for n in job.nodes),
+                               **self.bundle_context(study, job))
 
     def bundle_context(self, study: Study, job: Job) -> Dict[str, Any]:
         """Values the backend's bundle template needs beyond the shared ones."""
@@ -513,6 +515,9 @@ class ScheduledBackend(Backend):
             return Verdict(State.CANCELLED, markers.get("REASON", "an ancestor failed"))
         by_markers = markers.outcome()
         stopped = self.native_state(native) if native is not None else None
+        if "REQUEUE" in markers and stopped in ACTIVE:
+            # the node requeued its bundle (which holds it alone) to run its restart command
+            return Verdict(stopped, "requeued to run its restart command")
         if "SIGNAL" in markers and stopped in (State.CANCELLED, State.TIMEDOUT, State.PREEMPTED, State.NODE_FAIL):
             return Verdict(stopped, f"its bundle was stopped ({self.bundle_fate(native)}) while the node ran")
         if by_markers is not None and by_markers.state != State.RUNNING:
