@@ -549,6 +549,34 @@ def test_lsf_bundles_cascade_a_failure_to_its_descendants_only_and_resubmit_reru
         lsf.stop()
 
 
+def test_lsf_a_restart_node_below_bundles_requeues_its_bundle_and_finishes_with_its_restart(tmp_path):
+    from test_doubles_e2e import Scheduler
+    lsf = Scheduler("lsf", tmp_path)
+    try:
+        # the double's minute is 2 s: a bundle of one 3-minute node has -W 00:04 (8 s), USR1 2 s before
+        body = restart_below_bundles(2, "lsf", "00:03:00").replace(
+            "cat ../../prepare/X.$(X)/out.txt > sim.txt",
+            "echo first >> attempts.txt\n                if [ $(X) = 0 ]; then sleep 60; fi\n"
+            "                cat ../../prepare/X.$(X)/out.txt > sim.txt")
+        body = body.replace("restart: echo again > again.txt",
+                            "restart: echo again >> attempts.txt; cat ../../prepare/X.$(X)/out.txt > sim.txt")
+        study = lsf.compile(lsf.spec("lsfrestart", body), "--max-queued", "100")
+        lsf.submit(study)
+        first_ids = dict(ledger_rows(study))
+        nodes = lsf.wait_for(study, {name: "FINISHED" for name in first_ids}, timeout=90)
+        assert (study / "simulate/X.0/attempts.txt").read_text() == "first\nagain\n"
+        assert (study / "simulate/X.1/attempts.txt").read_text() == "first\n"
+        assert nodes["simulate_X.0"]["restarts"] == 1 and nodes["simulate_X.1"]["restarts"] == 0
+        assert dict(ledger_rows(study)) == first_ids       # brequeue kept the bundle's id
+        assert (study / "collect/count.txt").read_text().strip() == "2"
+    finally:
+        lsf.stop()
+
+
+def ledger_rows(study: Path):
+    return [tuple(line.split("\t")[1:]) for line in (study / "jobs.tsv").read_text().splitlines()]
+
+
 # --- Flux: each bundle a `flux batch` job whose own instance runs its nodes ---
 
 # Stands in for `flux` inside a bundle's instance: bulksubmit and batch --wrap run the nodes at

@@ -149,3 +149,55 @@ def test_cancel_stops_the_bundles_and_every_node_shows_cancelled(studies):
     assert "while the node ran" in nodes["prepare_X.0"]["reason"], describe(nodes)
     assert not subprocess.run(["squeue", "-h", "-j", ",".join({n["job_id"].split("_")[0] for n in nodes.values()})],
                               capture_output=True, text=True).stdout.strip()
+
+
+RESTART_BELOW_BUNDLES = """
+    batch: {type: slurm}
+    study:
+      - name: prepare
+        description: per point, bundled
+        run:
+          cmd: echo $(X) > out.txt
+          walltime: "00:01:00"
+      - name: long
+        description: point 0 runs out of time once, then finishes with its restart command
+        run:
+          cmd: |
+            echo first >> attempts.txt
+            if [ $(X) = 0 ]; then sleep 600; fi
+            echo $(( $(cat ../../prepare/X.$(X)/out.txt) * 10 )) > got.txt
+          restart: |
+            echo restart >> attempts.txt
+            echo $(( $(cat ../../prepare/X.$(X)/out.txt) * 10 )) > got.txt
+          depends: [prepare]
+          walltime: "00:01:00"
+      - name: collect
+        description: the funnel, after the restart
+        run:
+          cmd: cat ../long/X.*/got.txt | tr '\\n' ' ' > all.txt
+          depends: [long_*]
+    global.parameters:
+      X: {values: [0, 1], label: X.%%}
+    """
+
+
+@pytest.mark.slow
+def test_a_restart_step_below_a_bundled_sweep_requeues_its_bundle_and_finishes_with_its_restart(studies):
+    spec = studies.spec("restartbelow", RESTART_BELOW_BUNDLES)
+    study = studies.compile(spec, "--bundle", "2", name="restartbelow")
+    manifest = json.loads((study / "study.json").read_text())
+    long_jobs = [job for job in manifest["jobs"] if job["step"] == "long"]
+    # the restart step is not bundled itself: an array of two bundles of one node each
+    assert [(job["array"], job["bundles"]) for job in long_jobs] == [(True, [1, 1])], long_jobs
+    studies.submit(study)
+    first_ids = dict(ledger(study))
+    # a bundle of one 60 s node: 120 s, USR1 ahead of it, then Slurm's requeue delay
+    nodes = wait_for_states(study, {"prepare_X.0": "FINISHED", "prepare_X.1": "FINISHED", "long_X.0": "FINISHED",
+                                    "long_X.1": "FINISHED", "collect": "FINISHED"}, timeout=600)
+    assert nodes["long_X.0"]["restarts"] == 1 and nodes["long_X.1"]["restarts"] == 0, describe(nodes)
+    assert (study / "long/X.0/attempts.txt").read_text() == "first\nrestart\n"
+    assert (study / "long/X.1/attempts.txt").read_text() == "first\n"
+    assert (study / "collect/all.txt").read_text() == "0 10 "
+    assert dict(ledger(study)) == first_ids        # the requeued bundle kept its id: collect's afterok held
+    assert nodes["long_X.0"]["job_id"] != nodes["long_X.1"]["job_id"]     # requeuing one task left the other
+    assert "REQUEUE" in (study / "long/X.0/long_X.0.status").read_text()
