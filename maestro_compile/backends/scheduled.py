@@ -393,8 +393,8 @@ class ScheduledBackend(Backend):
         step = study.manifest.nodes[unit.nodes[0]].step
         log = script.with_name(f"{script.name[:-len(self.script_suffix)]}.resubmit{number}-{index}.log")
         chosen = ":".join(map(str, unit.indexes))
-        return Target(index, f"{step} bundle", f"step {step}: {len(unit.nodes)} node(s) in 1 bundle "
-                      f"({unit.script})", script, script.parent, unit.nodes, False, depends,
+        return Target(index, unit.script, f"step {step}: {len(unit.nodes)} node(s) in 1 bundle", script,
+                      script.parent, unit.nodes, False, depends,
                       self.resubmitted_bundle_facts(), (len(unit.nodes),),
                       tuple(self.bundle_node_args(step, chosen, log)))
 
