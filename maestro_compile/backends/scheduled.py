@@ -3,6 +3,7 @@ shape for submit.sh and resubmission scripts, status from the scheduler's accoun
 from __future__ import annotations
 
 import abc
+import heapq
 import re
 import shlex
 import time
@@ -697,19 +698,24 @@ def resubmit_units(study: StudyDir, names: Sequence[str], bundles_ok: bool) -> L
 
 
 def topological(study: StudyDir, units: List[ResubmitUnit], position: Mapping[str, int]) -> List[ResubmitUnit]:
-    """``units`` ordered so that every unit comes after those holding its nodes' parents; among the
-    ready ones, the one whose first node comes first in the study (deterministic)."""
+    """``units`` ordered so that every unit comes after those holding its nodes' parents; of the
+    ready ones, always the one whose first node comes first in the study: nodes of their own keep
+    the study's order."""
     unit_of = {name: i for i, unit in enumerate(units) for name in unit.nodes}
     sorter: TopologicalSorter = TopologicalSorter()
     for i, unit in enumerate(units):
         sorter.add(i, *{unit_of[p] for name in unit.nodes for p in study.manifest.nodes[name].depends
                         if p in unit_of and unit_of[p] != i})
     sorter.prepare()
+    first = [min(position[name] for name in unit.nodes) for unit in units]
+    ready: List[Tuple[int, int]] = []
     ordered: List[ResubmitUnit] = []
     while sorter.is_active():
-        ready = sorted(sorter.get_ready(), key=lambda i: min(position[n] for n in units[i].nodes))
-        ordered += [units[i] for i in ready]
-        sorter.done(*ready)
+        for i in sorter.get_ready():
+            heapq.heappush(ready, (first[i], i))
+        _, i = heapq.heappop(ready)
+        ordered.append(units[i])
+        sorter.done(i)
     return ordered
 
 
