@@ -508,17 +508,16 @@ def test_a_bundle_killed_for_a_failed_parent_bundle_names_the_ancestor():
     assert judge("", NativeStatus("COMPLETED"), bundled=False).state == State.FINISHED
 
 
-def test_a_resubmission_larger_than_the_limit_is_refused_before_anything_is_written(tmp_path):
-    from maestro_compile.errors import SubmitError
+def test_a_resubmission_of_bundled_nodes_queues_bundles_within_the_limit(tmp_path):
+    # one job per node would be 9 jobs, more than 8; in bundles of 5 it is 2 (tests/test_resubmit_bundles.py)
     from maestro_compile.studydir import StudyDir
     study = StudyDir.open(compiled(tmp_path, sweep(10), max_queued=8).directory)
     assert study.manifest.get("max_queued") == 8
     names = [name for name in study.manifest.nodes if name.startswith("simulate")][:9]
-    with pytest.raises(SubmitError, match="resubmitting 9 node\\(s\\) would queue 9 job\\(s\\).* more than the 8"):
-        SlurmBackend().render_resubmit(study, names, {})
-    assert "submit J7 " in SlurmBackend().render_resubmit(study, names[:8], {
-        "study_name": "s", "number": 1, "created": "now", "ledger_size": 0, "node_count": 8, "counts": "8 FAILED",
+    text = SlurmBackend().render_resubmit(study, names, {
+        "study_name": "s", "number": 1, "created": "now", "ledger_size": 0, "node_count": 9, "counts": "9 FAILED",
         "jobs_limit": 1, "logs": []})
+    assert "submit J1 " in text and "submit J2 " not in text
 
 
 # --- LSF, against the command double of tests/doubles/lsf (it runs the jobs for real) ---

@@ -98,6 +98,9 @@ def test_a_failure_in_a_bundle_cancels_only_its_descendants_and_resubmit_runs_on
 
     (spec.parent / "fail.1").unlink()
     sched.ok("resubmit", study)
+    # in bundles again: each bundle script as a `flux batch` job told its node (docs/big-sweeps.md)
+    lines = [line for line in (study / ".maestro/resubmit-1.sh").read_text().splitlines() if line.startswith("submit J")]
+    assert len(lines) == 3 and all(" batch " in line and "--env=MAESTRO_BUNDLE_NODES=" in line for line in lines)
     sched.wait_for(study, {name: "FINISHED" for name in expected}, timeout=120)
     assert sorted(runs(spec)[len(before):]) == ["analyze_1", "collect", "simulate_1"]   # no finished sibling again
     assert (study / "collect/all.txt").read_text() == "1 3 5 7 9 11 "

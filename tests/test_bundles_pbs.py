@@ -206,3 +206,35 @@ def _sweep_under_the_queue_limit(studies, limited_queue, points: int) -> Dict[st
 @pytest.mark.slow
 def test_a_1000_point_sweep_fits_the_queue_s_max_queued_of_50(studies, limited_queue):
     _sweep_under_the_queue_limit(studies, limited_queue, 1000)
+
+
+def test_a_sweep_with_most_nodes_failed_is_resubmitted_in_bundles_under_the_queue_limit(studies, limited_queue):
+    """100 of 150 simulations fail: 201 nodes to run again, which one job each the queue's
+    max_queued of 50 would refuse; in bundles of the study's size they are 21 jobs."""
+    points = 150
+    spec = studies.spec("refail", sweep(points, limited_queue))
+    failing = [x for x in range(points) if x % 3]
+    for x in failing:
+        (spec.parent / f"fail.{x}").touch()
+    study = studies.compile(spec, name="refail")
+    manifest = json.loads((study / "study.json").read_text())
+    assert manifest["max_queued"] == LIMIT and manifest["bundles"]["simulate"] == 10
+    studies.maestro("submit", study)
+    expected = {f"{step}_X.{x}": "FINISHED" for step in ("prepare", "simulate", "analyze") for x in range(points)}
+    expected.update({f"simulate_X.{x}": "FAILED" for x in failing})
+    expected.update({f"analyze_X.{x}": "CANCELLED" for x in failing} | {"collect": "CANCELLED"})
+    studies.wait_for_states(study, expected, timeout=300)
+    before, lines = runs(spec), len(ledger(study / "jobs.tsv"))
+    for x in failing:
+        (spec.parent / f"fail.{x}").unlink()
+    out = studies.maestro("resubmit", study).stdout
+    assert "resubmitting 201 node(s)" in out and "as 21 PBS job(s)" in out, out
+    nodes = studies.wait_for_states(study, dict.fromkeys(expected, "FINISHED"), timeout=300)
+    # only the failed nodes and their descendants ran again, each once
+    again = runs(spec)[len(before):]
+    assert sorted(again) == sorted([f"{s}_{x}" for s in ("simulate", "analyze") for x in failing] + ["collect"])
+    assert (study / "collect/all.txt").read_text() == " ".join(str(2 * x + 1) for x in range(points)) + " "
+    new = ledger(study / "jobs.tsv")[lines:]
+    assert len(new) == 201 and len({job_id for _, job_id in new}) == 21
+    assert all("[" not in job_id for _, job_id in new)      # plain jobs, one per resubmitted bundle
+    assert nodes["simulate_X.1"]["job_id"] == nodes["simulate_X.2"]["job_id"] != nodes["simulate_X.0"]["job_id"]

@@ -241,7 +241,16 @@ class FluxBackend(ScheduledBackend):
             args.append(f"--urgency={facts['urgency']}")
         scheme = self.dependency_scheme(target)
         args += [f"--dependency={scheme}:${{J{d.job}}}" for d in target.depends]
-        return args + [f"--cwd={sh(target.workdir)}", sh(target.script)]
+        return args + list(target.options) + [f"--cwd={sh(target.workdir)}", sh(target.script)]
+
+    selects_bundle_nodes = True
+
+    def bundle_node_args(self, step: str, nodes: str, log: Path) -> List[str]:
+        return [sh(f"--env=MAESTRO_BUNDLE_NODES={nodes}"), sh(f"--output={log}"), sh(f"--error={log}")]
+
+    def resubmitted_bundle_facts(self) -> Dict[str, Any]:
+        """A bundle is a `flux batch` job whatever its nodes' mode; its header is in its script."""
+        return {"mode": "batch", "directives": [], "urgency": None}
 
     def plan_entry(self, target: Target) -> Dict[str, Any]:
         """One line of flux-plan.jsonl: the node's `flux batch|submit` command line (without

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..bundles import time_limit
@@ -144,7 +145,15 @@ class LsfBackend(ScheduledBackend):
             else:
                 conditions.append(f"done(${{J{dep.job}}})")
         args = ["-H"] if not conditions else ["-w", '"' + " && ".join(conditions) + '"', "-ti"]
-        return args + ["-cwd", sh(target.workdir), "<", sh(target.script)]
+        return args + list(target.options) + ["-cwd", sh(target.workdir), "<", sh(target.script)]
+
+    selects_bundle_nodes = True
+
+    def bundle_node_args(self, step: str, nodes: str, log: Path) -> List[str]:
+        """bsub's own -J (a plain name) wins over the script's array name; -env adds the variable to
+        the submitter's environment."""
+        return ["-J", sh(array_name(step)), "-env", sh(f"all, MAESTRO_BUNDLE_NODES={nodes}"),
+                "-o", sh(log), "-e", sh(log)]
 
     # --- status ---
     def query_id(self, job_id: str) -> str:

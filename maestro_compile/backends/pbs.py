@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..bundles import time_limit
@@ -230,7 +231,14 @@ class PbsBackend(ScheduledBackend):
             args = ["-W", f'"depend={kind}:' + ":".join(parents) + '"']
         if target.array:
             args += ["-J", f"0-{target.task_count - 1}"]
-        return [sh(target.workdir), *args, sh(target.script)]
+        return [sh(target.workdir), *args, *target.options, sh(target.script)]
+
+    selects_bundle_nodes = True
+
+    def bundle_node_args(self, step: str, nodes: str, log: Path) -> List[str]:
+        """qsub -v sets the variable; -o replaces the array's per-sub-job log (a plain job has no
+        ^array_index^)."""
+        return ["-v", sh(f"MAESTRO_BUNDLE_NODES={nodes}"), "-o", sh(log)]
 
     # --- status ---
     def query_id(self, job_id: str) -> str:

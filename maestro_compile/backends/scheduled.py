@@ -3,11 +3,13 @@ shape for submit.sh and resubmission scripts, status from the scheduler's accoun
 from __future__ import annotations
 
 import abc
+import heapq
 import re
 import shlex
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
+from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
@@ -115,6 +117,7 @@ class Target:
     depends: Tuple[Dependency, ...] = ()
     facts: Mapping[str, Any] = field(default_factory=dict)   # the backend's per-node facts (Flux)
     bundle_sizes: Tuple[int, ...] = ()   # a job of bundles: nodes per task, in task order
+    options: Tuple[str, ...] = ()     # further submit-command words (a resubmitted bundle: its nodes)
 
     @property
     def root(self) -> bool:
@@ -354,28 +357,61 @@ class ScheduledBackend(Backend):
         """The scheduler instance to submit to (Flux's batch.uri); None: the default."""
         return None
 
-    # --- maestro resubmit: each node again as a job of its own, chained like submit.sh ---
+    # --- maestro resubmit: chained like submit.sh; nodes of bundles run in bundles again ---
     def render_resubmit(self, study: StudyDir, names: Sequence[str], layout: Dict[str, Any]) -> str:
-        nodes = study.manifest.nodes
+        units = resubmit_units(study, names, self.selects_bundle_nodes)
         limit = study.manifest.get("max_queued") or 0
-        if limit and len(names) > limit:
-            raise SubmitError(f"resubmitting {len(names)} node(s) would queue {len(names)} job(s) (a resubmission "
-                              f"runs each node as a job of its own), more than the {limit} the study was compiled "
-                              f"to fit (docs/big-sweeps.md); resubmit part of them with --only, or compile the spec "
-                              f"again into a new study directory")
-        position = {name: i for i, name in enumerate(names)}
+        if limit and len(units) > limit:
+            bundled = sum(1 for unit in units if unit.script)
+            how = (f"{bundled} of them bundles, each of its step's bundle size at most" if bundled
+                   else "each node a job of its own")
+            raise SubmitError(f"resubmitting {len(names)} node(s) would queue {len(units)} job(s) ({how}), more "
+                              f"than the {limit} the study was compiled to fit (docs/big-sweeps.md); resubmit part "
+                              f"of them with --only, or compile the spec again into a new study directory")
+        job_of = {name: i for i, unit in enumerate(units) for name in unit.nodes}
         entries = []
-        for i, name in enumerate(names):
-            info = nodes[name]
-            # parents that finished are not resubmitted: nothing to wait for
-            depends = tuple(Dependency(position[p], "afterok") for p in info.depends if p in position)
-            target = Target(i, name, f"node {name}", study.file(info.script), study.file(info.workspace), (name,),
-                            False, depends, self.stored_facts(study, name))
+        for i, unit in enumerate(units):
+            parents = dict.fromkeys(job_of[p] for name in unit.nodes for p in study.manifest.nodes[name].depends
+                                    if p in job_of)   # parents that finished are not resubmitted
+            depends = tuple(Dependency(job, "afterok") for job in parents)
+            target = self.bundle_target(study, i, unit, depends, layout.get("number", 0)) if unit.script \
+                else self.node_target(study, i, unit.nodes[0], depends)
             entry = self.entry(target, 0)
-            self._check_length(name, entry["args"], len(depends))
+            self._check_length(target.label, entry["args"], len(depends))
             entries.append(entry)
         return self._template(entries, layout="base/resubmit.sh.j2", array_count=0, largest_array=0, bundle_count=0,
                               uri=study.manifest.get("flux_uri"), **layout)
+
+    def node_target(self, study: StudyDir, index: int, name: str, depends: Tuple[Dependency, ...]) -> Target:
+        info = study.manifest.nodes[name]
+        return Target(index, name, f"node {name}", study.file(info.script), study.file(info.workspace), (name,),
+                      False, depends, self.stored_facts(study, name))
+
+    def bundle_target(self, study: StudyDir, index: int, unit: "ResubmitUnit", depends: Tuple[Dependency, ...],
+                      number: int) -> Target:
+        """A bundle of resubmitted nodes: its step's bundle script as a plain job, told which of its
+        nodes to run (the script's header holds for any number of them up to its bundle size), with
+        a log of its own: <script>.resubmit<number>-<job>.log."""
+        script = study.file(unit.script)
+        step = study.manifest.nodes[unit.nodes[0]].step
+        log = script.with_name(f"{script.name[:-len(self.script_suffix)]}.resubmit{number}-{index}.log")
+        chosen = ":".join(map(str, unit.indexes))
+        return Target(index, unit.script, f"step {step}: {len(unit.nodes)} node(s) in 1 bundle", script,
+                      script.parent, unit.nodes, False, depends,
+                      self.resubmitted_bundle_facts(), (len(unit.nodes),),
+                      tuple(self.bundle_node_args(step, chosen, log)))
+
+    # Backends that can tell a bundle script which nodes to run set this and bundle_node_args
+    selects_bundle_nodes = False
+
+    def bundle_node_args(self, step: str, nodes: str, log: Path) -> List[str]:
+        """Submit-command words that give the bundle script MAESTRO_BUNDLE_NODES=``nodes`` and make it
+        one plain job with its output in ``log``."""
+        raise NotImplementedError
+
+    def resubmitted_bundle_facts(self) -> Dict[str, Any]:
+        """The facts of a resubmitted bundle's target (Flux: a `flux batch` job)."""
+        return {}
 
     def _check_length(self, name: str, args: Sequence[str], parents: int) -> None:
         """Refuse, before anything is written, a submission line the system could not run: a node
@@ -630,6 +666,98 @@ def bundled_nodes(study: StudyDir) -> FrozenSet[str]:
     if not steps:
         return frozenset()
     return frozenset(name for name, info in study.manifest.nodes.items() if info.step in steps)
+
+
+@dataclass(frozen=True)
+class ResubmitUnit:
+    """One job of a resubmission: a node of its own, or up to a bundle's worth of nodes of one bundle
+    script (``script``, relative to the study) with their ``indexes`` in that script's arrays."""
+
+    nodes: Tuple[str, ...]
+    script: str = ""
+    indexes: Tuple[int, ...] = ()
+
+
+def resubmit_units(study: StudyDir, names: Sequence[str], bundles_ok: bool) -> List["ResubmitUnit"]:
+    """The jobs of a resubmission of ``names``, parents before children. The nodes of a bundle
+    script go into bundles of at most that script's bundle size (in script order), so a
+    resubmission never queues more jobs than the study did. Without ``bundles_ok`` (or for scripts
+    compiled before bundles could be told their nodes) every node is a job of its own."""
+    places = bundle_places(study) if bundles_ok else {}
+    units: List[ResubmitUnit] = []
+    by_script: Dict[str, List[Tuple[int, str]]] = {}
+    for name in names:
+        place = places.get(name)
+        if place is None:
+            units.append(ResubmitUnit((name,)))
+        else:
+            by_script.setdefault(place[0], []).append((place[1], name))
+    sizes = script_bundle_sizes(study)
+    for script, members in by_script.items():
+        members.sort()
+        size = sizes[script]
+        for start in range(0, len(members), size):
+            chunk = members[start:start + size]
+            units.append(ResubmitUnit(tuple(n for _, n in chunk), script, tuple(i for i, _ in chunk)))
+    return topological(study, units, {name: i for i, name in enumerate(names)})
+
+
+def topological(study: StudyDir, units: List[ResubmitUnit], position: Mapping[str, int]) -> List[ResubmitUnit]:
+    """``units`` ordered so that every unit comes after those holding its nodes' parents; of the
+    ready ones, always the one whose first node comes first in the study: nodes of their own keep
+    the study's order."""
+    unit_of = {name: i for i, unit in enumerate(units) for name in unit.nodes}
+    sorter: TopologicalSorter = TopologicalSorter()
+    for i, unit in enumerate(units):
+        sorter.add(i, *{unit_of[p] for name in unit.nodes for p in study.manifest.nodes[name].depends
+                        if p in unit_of and unit_of[p] != i})
+    sorter.prepare()
+    first = [min(position[name] for name in unit.nodes) for unit in units]
+    ready: List[Tuple[int, int]] = []
+    ordered: List[ResubmitUnit] = []
+    while sorter.is_active():
+        for i in sorter.get_ready():
+            heapq.heappush(ready, (first[i], i))
+        _, i = heapq.heappop(ready)
+        ordered.append(units[i])
+        sorter.done(i)
+    return ordered
+
+
+def script_bundle_sizes(study: StudyDir) -> Dict[str, int]:
+    """bundle script -> its largest bundle (study.json's jobs): its header's time limit holds that many."""
+    sizes: Dict[str, int] = {}
+    for job in study.manifest.get("jobs") or ():
+        if isinstance(job, dict) and job.get("bundles"):
+            sizes[job["script"]] = max(sizes.get(job["script"], 1), *job["bundles"])
+    return sizes
+
+
+def bundle_places(study: StudyDir) -> Dict[str, Tuple[str, int]]:
+    """node -> (its bundle script, its index in the script's arrays), for the scripts that take
+    MAESTRO_BUNDLE_NODES (read from the scripts themselves: study.json does not list their nodes)."""
+    places: Dict[str, Tuple[str, int]] = {}
+    for script in script_bundle_sizes(study):
+        for index, name in enumerate(bundle_script_names(study.file(script))):
+            places[name] = (script, index)
+    return places
+
+
+def bundle_script_names(script: Path) -> List[str]:
+    """The NAMES array of a bundle script; empty when the script cannot be told which nodes to run
+    (compiled before `maestro resubmit` ran bundles)."""
+    try:
+        lines = script.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise SubmitError(f"cannot read the bundle script {script}: {exc.strerror}") from None
+    if "NAMES=(" not in lines or not any("MAESTRO_BUNDLE_NODES" in line for line in lines):
+        return []
+    names = []
+    for line in lines[lines.index("NAMES=(") + 1:]:
+        if line == ")":
+            return names
+        names += shlex.split(line)
+    raise SubmitError(f"{script}: its NAMES array does not end; compile the spec again")
 
 
 def bundle_scripts(plan: Plan, suffix: str) -> Dict[int, str]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..bundles import time_limit
@@ -160,7 +161,13 @@ class SlurmBackend(ScheduledBackend):
             args = [f'"--dependency={dependency_list(target)}"', "--kill-on-invalid-dep=yes"]
         if target.array:
             args.append(f"--array=0-{target.task_count - 1}" + (f"%{throttle}" if throttle else ""))
-        return args + ["-D", sh(target.workdir), sh(target.script)]
+        return args + list(target.options) + ["-D", sh(target.workdir), sh(target.script)]
+
+    selects_bundle_nodes = True
+
+    def bundle_node_args(self, step: str, nodes: str, log: Path) -> List[str]:
+        """sbatch exports the variable to the job (ALL: with the submitter's environment, as by default)."""
+        return [sh(f"--export=ALL,MAESTRO_BUNDLE_NODES={nodes}"), sh(f"--output={log}")]
 
     # --- status ---
     def query_id(self, job_id: str) -> str:
