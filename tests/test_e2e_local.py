@@ -332,17 +332,14 @@ CASCADE = """
     """
 
 
-@pytest.fixture(params=["the runner forks each step", "a launcher forks each step", "a subshell per step"])
+@pytest.fixture(params=["one process per step", "a subshell per step"])
 def launcher_mode(request, monkeypatch):
-    """The runner starts its steps in three ways (itself, for a small plan under bash 5.1+; a
-    launcher process that learns of the ends with wait -n -p, for a big plan; a launcher with a
-    subshell per step, for older bash): all are run."""
-    monkeypatch.delenv("MAESTRO_RUNNER_SUBSHELLS", raising=False)
-    monkeypatch.delenv("MAESTRO_RUNNER_LAUNCHER", raising=False)
+    """The runner's launcher has two ways to learn that a step ended (bash 5.1's wait -n -p, and
+    the subshell that older bash needs): both are run."""
     if request.param == "a subshell per step":
         monkeypatch.setenv("MAESTRO_RUNNER_SUBSHELLS", "1")
-    elif request.param == "a launcher forks each step":
-        monkeypatch.setenv("MAESTRO_RUNNER_LAUNCHER", "1")
+    else:
+        monkeypatch.delenv("MAESTRO_RUNNER_SUBSHELLS", raising=False)
     return request.param
 
 

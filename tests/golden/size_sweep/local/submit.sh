@@ -215,20 +215,19 @@ start_request() {
     fi
 }
 
-# run_step (in a child of the launcher, or of a runner that starts its steps itself): the step's line in the ledger, then the step in its
+# run_step (in a child of the launcher): the step's line in the ledger, then the step in its
 # workspace with its output in its own files. The child writes the line: a redirection in the
 # launcher would cost it a save and a restore of its output for every step.
 run_step() {
     exec 3<&- 1>&5 5>&-
     printf '%(%s)T\t%s\t%s\n' -1 "$node" "$BASHPID"
-    cd "$study/$workspace" && exec "$study/$script" >"$study/$log.out" 2>"$study/$log.err"
+    cd "$workspace" && exec "$study/$script" >"$study/$log.out" 2>"$study/$log.err"
 }
 
-# next_end: wait for the next of our steps (index_of: pid -> node index) to end; its index and
-# exit code in ENDED and RC. A step that has ended may have been put aside by bash already, where
-# `wait -n` no longer sees it but `wait PID` does: those are asked for by pid first (kill -0
-# fails once a process is gone).
-next_end() {
+# report_end (in the launcher): write "INDEX EXIT_CODE" of the next step to end. A step that has
+# ended may have been put aside by bash already, where `wait -n` no longer sees it but `wait PID`
+# does: those are asked for by pid first (kill -0 fails once a process is gone).
+report_end() {
     local pid rc
     for pid in "${!index_of[@]}"; do
         kill -0 "$pid" 2>/dev/null && continue
@@ -248,43 +247,20 @@ next_end() {
         done
     fi
     [[ -n ${pid:-} && -n ${index_of[$pid]:-} ]] || return 1
-    ENDED=${index_of[$pid]} RC=$rc
+    local ended=${index_of[$pid]}
     unset 'index_of[$pid]'
-}
-
-# report_end (in the launcher): the next step to end, after starting the next request held
-report_end() {
-    next_end || return 1
     if (( head < tail )); then
         start_request "${queue[head]}"
         unset 'queue[head]'
         (( head += 1 ))
     fi
-    printf '%010d%06d' "$ENDED" "$RC"
-}
-
-# How the runner starts its steps. Bash 5.1 and later tell which child ended (wait -n -p): up to
-# DIRECT_LIMIT nodes the runner forks each step itself (one process, no messages). A bigger plan
-# makes every fork of the runner dearer (the child is a copy of it until it execs the step): past
-# the limit (or with MAESTRO_RUNNER_LAUNCHER=1, which the tests use) a small launcher forks
-# instead; older bash (or MAESTRO_RUNNER_SUBSHELLS=1) needs it too.
-DIRECT_LIMIT=5000
-start_stepping() {
-    DIRECT=0 AHEAD=0
-    if (( BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 501 && ${#NODES[@]} <= DIRECT_LIMIT )) \
-            && [[ -z ${MAESTRO_RUNNER_SUBSHELLS:-}${MAESTRO_RUNNER_LAUNCHER:-} ]]; then
-        DIRECT=1
-        declare -gA index_of=()
-        exec 5>>"$LEDGER" || exit 1
-        return
-    fi
-    start_launcher
+    printf '%010d%06d' "$ended" "$rc"
 }
 
 start_launcher() {
     exec 4<&0   # the runner's stdin, which the steps get
     coproc LAUNCHER {
-        exec "$BASH" -c "$(declare -f launch_steps start_request run_step next_end report_end); launch_steps \"\$@\"" launcher "$STUDY_DIR" "$LEDGER" "$JOBS" \
+        exec "$BASH" -c "$(declare -f launch_steps start_request run_step report_end); launch_steps \"\$@\"" launcher "$STUDY_DIR" "$LEDGER" "$JOBS" \
             3<&0 0<&4 4<&-
     }
     exec 4<&-
@@ -297,18 +273,9 @@ start_launcher() {
     fi
 }
 
-# start_node I: the step started (DIRECT), or a request to start it, sent to the launcher with
-# the next "wait" (one write for both)
+# start_node I: a request to start the step, sent with the next "wait" (one write for both)
 start_node() {
     local i=$1 request
-    if (( DIRECT )); then
-        local study=$STUDY_DIR node=${NODES[i]} workspace=${WORKSPACES[i]} script=${SCRIPTS[i]} log=${LOGS[i]}
-        run_step &
-        index_of[$!]=$i
-        STATE[$i]=R
-        (( running += 1 ))
-        return
-    fi
     printf -v request '%s\t%s\t%s\t%s\t%s' "$i" "${NODES[i]}" "${WORKSPACES[i]}" "${SCRIPTS[i]}" "${LOGS[i]}"
     printf -v request '%s%08d%s' "$OUTBOX" "${#request}" "$request"
     OUTBOX=$request
@@ -319,10 +286,6 @@ start_node() {
 # wait_next: the index of the next step to end and its exit code, in ENDED and RC
 wait_next() {
     local report
-    if (( DIRECT )); then
-        next_end
-        return
-    fi
     printf '%s%08dwait' "$OUTBOX" 4 >&"$TO_LAUNCHER"
     OUTBOX=""
     read -r -N 16 -u "$FROM_LAUNCHER" report && (( ${#report} == 16 )) || return 1
@@ -381,10 +344,6 @@ cancel() {  # TERM/INT/HUP: stop the running steps, do not start the others
     # our own process group holds every step we started (setsid made us its leader)
     if [[ $(ps -o pgid= $$ 2>/dev/null | tr -d ' ') == "$$" ]]; then
         kill -TERM -- -$$ 2>/dev/null
-    elif (( ${DIRECT:-0} )); then
-        for i in "${!index_of[@]}"; do
-            stop_tree "$i"   # each step and what it runs
-        done
     elif [[ -n ${LAUNCHER_PID:-} ]]; then
         stop_tree "$LAUNCHER_PID"   # the launcher, each step's subshell, the step and what it runs
     fi
@@ -427,7 +386,7 @@ run_dag() {
     done
     echo "$(date '+%F %T') runner $$ starts $remaining step(s), up to $JOBS at a time"
     trap cancel TERM INT HUP
-    start_stepping
+    start_launcher
     while (( remaining > 0 )); do
         while (( running < JOBS + AHEAD && head < ${#READY[@]} )); do
             start_node "${READY[head]}"
@@ -435,12 +394,12 @@ run_dag() {
         done
         (( running > 0 )) || break
         if ! wait_next; then
-            echo "$(date '+%F %T') runner $$: its launcher stopped (or its steps were lost); the steps not started yet will not run"
+            echo "$(date '+%F %T') runner $$: its launcher stopped; the steps not started yet will not run"
             break
         fi
         finish_node "$ENDED" "$RC"
     done
-    (( DIRECT )) || exec {TO_LAUNCHER}>&-   # the launcher's end of input: it exits
+    exec {TO_LAUNCHER}>&-   # the launcher's end of input: it exits
     wait
     local failed=0 skipped=0
     for i in "${!STATE[@]}"; do
