@@ -18,6 +18,7 @@ import pytest
 
 import helpers
 from helpers import describe
+from test_bundles_slurm import runs, sweep as slurm_sweep
 from test_pbs_e2e import Studies, ledger, run
 
 pytestmark = pytest.mark.pbs
@@ -44,52 +45,10 @@ def limited_queue(pbs_server):
 
 
 def sweep(points: int, queue: str = "") -> str:
-    """prepare -> simulate -> analyze per point, and a funnel; simulate fails while fail.<X> exists.
-    Every run appends its node to runs.txt, so the test sees what ran and how often."""
-    values = ", ".join(str(i) for i in range(points))
+    """The Slurm bundle tests' sweep (prepare -> simulate -> analyze per point and a funnel;
+    simulate fails while fail.<X> exists; runs.txt lists what ran), for PBS."""
     batch = f"{{type: pbs, queue: {queue}}}" if queue else "{type: pbs}"
-    return f"""
-    batch: {batch}
-    study:
-      - name: prepare
-        description: per point
-        run:
-          cmd: |
-            echo prepare_$(X) >> $(SPECROOT)/runs.txt
-            echo $(X) > out.txt
-          walltime: "00:01:00"
-      - name: simulate
-        description: fails while fail.<X> exists
-        run:
-          cmd: |
-            echo simulate_$(X) >> $(SPECROOT)/runs.txt
-            test ! -e $(SPECROOT)/fail.$(X) || exit 3
-            echo $(( $(cat ../../prepare/X.$(X)/out.txt) * 2 )) > sim.txt
-          depends: [prepare]
-          walltime: "00:01:00"
-      - name: analyze
-        description: per point
-        run:
-          cmd: |
-            echo analyze_$(X) >> $(SPECROOT)/runs.txt
-            echo $(( $(cat ../../simulate/X.$(X)/sim.txt) + 1 )) > ana.txt
-          depends: [simulate]
-          walltime: "00:01:00"
-      - name: collect
-        description: the funnel
-        run:
-          cmd: |
-            echo collect >> $(SPECROOT)/runs.txt
-            cat ../analyze/X.*/ana.txt | sort -n | tr '\\n' ' ' > all.txt
-          depends: [analyze_*]
-    global.parameters:
-      X: {{values: [{values}], label: X.%%}}
-    """
-
-
-def runs(spec: Path) -> List[str]:
-    path = spec.parent / "runs.txt"
-    return path.read_text().split() if path.exists() else []
+    return slurm_sweep(points).replace("batch: {type: slurm, bank: mcbundle}", f"batch: {batch}")
 
 
 def submit_lines(study: Path) -> List[str]:
