@@ -43,7 +43,9 @@ def resubmit(study_dir: Path, only: Sequence[str] = (), dry: bool = False, jobs:
     if not selection.names:
         return _nothing(only)
     if dry:
-        return describe(selection, study.manifest) + "\n--dry: nothing was written or submitted"
+        plan = backend.resubmit_plan(study, selection.names)
+        return (describe(selection, study.manifest) + (f"\n{plan}" if plan else "")
+                + "\n--dry: nothing was written or submitted")
     number, path = study.next_resubmit_script()
     layout = {"study_name": study.manifest.name, "number": number, "created": _now(), "ledger_size": size,
               "node_count": len(selection.names), "counts": _counts(selection), "jobs_limit": jobs,

@@ -146,6 +146,9 @@ def test_lsf_a_sweep_with_most_nodes_failed_is_resubmitted_in_bundles_within_the
         before = len(ledger(study))
         for x in failing:
             (tmp_path / f"fail.{x}").unlink()
+        dry = lsf.ok("resubmit", study, "--dry")
+        assert "would queue 5 job(s), 5 of them bundles (the study was compiled to fit 10)" in dry.stdout, dry.stdout
+        assert not list((study / ".maestro").glob("resubmit-*"))
         done = lsf.ok("resubmit", study)
         assert "resubmitting 41 node(s)" in done.stdout and "as 5 LSF job(s)" in done.stdout
         nodes = lsf.wait_for(study, dict.fromkeys(expected, "FINISHED"))

@@ -177,6 +177,11 @@ class Backend(abc.ABC):
         """The text of .maestro/resubmit-<K>.sh, which submits the nodes ``names`` (in manifest
         order) again; ``layout`` holds the values of templates/base/resubmit.sh.j2."""
 
+    def resubmit_plan(self, study: StudyDir, names: Sequence[str]) -> str:
+        """One line saying how the nodes ``names`` would be submitted again (resubmit --dry);
+        raises SubmitError when the resubmission would be refused. Empty: nothing to add."""
+        return ""
+
     def activity(self, runtime: Runtime) -> Optional[str]:
         """What of the study still runs beyond its nodes' states (resubmit waits for it), if anything."""
         return None

@@ -358,7 +358,15 @@ class ScheduledBackend(Backend):
         return None
 
     # --- maestro resubmit: chained like submit.sh; nodes of bundles run in bundles again ---
-    def render_resubmit(self, study: StudyDir, names: Sequence[str], layout: Dict[str, Any]) -> str:
+    def resubmit_plan(self, study: StudyDir, names: Sequence[str]) -> str:
+        units = self._resubmit_units(study, names)
+        bundled = sum(1 for unit in units if unit.script)
+        return (f"would queue {len(units)} job(s)" + (f", {bundled} of them bundles" if bundled else "")
+                + (f" (the study was compiled to fit {study.manifest.get('max_queued')})"
+                   if study.manifest.get("max_queued") else ""))
+
+    def _resubmit_units(self, study: StudyDir, names: Sequence[str]) -> List["ResubmitUnit"]:
+        """The jobs of a resubmission, refused when they are more than the study's queue limit."""
         units = resubmit_units(study, names, self.selects_bundle_nodes)
         limit = study.manifest.get("max_queued") or 0
         if limit and len(units) > limit:
@@ -368,6 +376,10 @@ class ScheduledBackend(Backend):
             raise SubmitError(f"resubmitting {len(names)} node(s) would queue {len(units)} job(s) ({how}), more "
                               f"than the {limit} the study was compiled to fit (docs/big-sweeps.md); resubmit part "
                               f"of them with --only, or compile the spec again into a new study directory")
+        return units
+
+    def render_resubmit(self, study: StudyDir, names: Sequence[str], layout: Dict[str, Any]) -> str:
+        units = self._resubmit_units(study, names)
         job_of = {name: i for i, unit in enumerate(units) for name in unit.nodes}
         entries = []
         for i, unit in enumerate(units):
