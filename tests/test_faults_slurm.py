@@ -77,6 +77,22 @@ def start_submit(study: Path, env: Optional[Dict[str, str]] = None) -> subproces
                             stdin=subprocess.DEVNULL, start_new_session=True, env=env)
 
 
+def sbatch_slowed_after(calls: int, tmp_path: Path) -> Dict[str, str]:
+    """An environment whose sbatch takes a second per call after the first `calls`, so that a test
+    can interrupt a submission part-way however fast the cluster answers."""
+    wrappers = tmp_path / "slow-bin"
+    wrappers.mkdir()
+    counter = tmp_path / "slow-sbatch-calls"
+    real = subprocess.run(["bash", "-c", "command -v sbatch"], capture_output=True, text=True).stdout.strip()
+    (wrappers / "sbatch").write_text(f"""#!/bin/bash
+n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 )); echo $n > {counter}
+(( n > {calls} )) && sleep 1
+exec {real} "$@"
+""")
+    (wrappers / "sbatch").chmod(0o755)
+    return dict(os.environ, PATH=f"{wrappers}:{os.environ['PATH']}")
+
+
 def ledger_lines(study: Path) -> int:
     path = study / "jobs.tsv"
     return path.read_text().count("\n") if path.exists() else 0
@@ -91,10 +107,10 @@ def expect_runs_to_the_end(study: Path, nodes: int) -> None:
     assert not queued_by_tag(study)
 
 
-def test_kill_9_of_the_submitter_then_submit_recovers(studies):
+def test_kill_9_of_the_submitter_then_submit_recovers(studies, tmp_path):
     study = studies.compile(studies.spec("killed", chain_spec()))
-    child = start_submit(study)
     point = random.randint(5, 100)
+    child = start_submit(study, sbatch_slowed_after(point, tmp_path))
     wait_until(lambda: ledger_lines(study) >= point or child.poll() is not None, f"{point} jobs recorded", 60)
     os.killpg(child.pid, signal.SIGKILL)          # maestro and its submit.sh, no rollback
     child.wait()
@@ -200,9 +216,9 @@ def test_disk_full_while_array_ids_are_recorded(studies, tmp_path):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_to_maestro_rolls_back_and_shows_it(studies, signum):
+def test_a_signal_to_maestro_rolls_back_and_shows_it(studies, signum, tmp_path):
     study = studies.compile(studies.spec(f"signal{int(signum)}", chain_spec()))
-    child = start_submit(study)
+    child = start_submit(study, sbatch_slowed_after(10, tmp_path))
     wait_until(lambda: ledger_lines(study) >= 10, "10 jobs recorded", 60)
     child.send_signal(signum)                     # to maestro only: it must pass it on and wait
     out, err = child.communicate(timeout=120)
