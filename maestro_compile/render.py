@@ -4,7 +4,7 @@ from __future__ import annotations
 import shlex
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterator, Optional, Tuple
 
 import jinja2
 
@@ -76,6 +76,14 @@ def render_template(name: str, **context: Any) -> str:
     return template(name).render(**context)
 
 
+def template_source(name: str) -> str:
+    """A file of the templates directory as it is, not rendered (e.g. the local runner, Python)."""
+    try:
+        return environment().loader.get_source(environment(), name)[0]
+    except jinja2.TemplateNotFound as exc:
+        raise InstallError(f"template {exc.name} is missing; reinstall maestro_compile") from None
+
+
 @lru_cache(maxsize=None)
 def _shape_renderer(name: str, per_node: FrozenSet[str]) -> ShapeRenderer:
     compiled = template(name)
@@ -133,17 +141,3 @@ def render(study: Study, backend, plan: Callable[[], Any], created: str) -> Rend
         study_files, extra = backend.render_study(study, plan())
         return study_files, manifest(study, created, extra)
     return Rendered(node_count=len(study.nodes), node_files=node_files, study_level=study_level)
-
-
-def node_indices(study: Study) -> List[Dict[str, Any]]:
-    """Per node: its position and its parents'/children's positions (for bash arrays)."""
-    position = {node.name: i for i, node in enumerate(study.nodes)}
-    children: List[List[int]] = [[] for _ in study.nodes]
-    for i, node in enumerate(study.nodes):
-        for parent in node.depends:
-            children[position[parent]].append(i)
-    return [{"name": node.name, "script": node.script, "workspace": node.workspace,
-             "log_base": log_base(node),
-             "parent_indices": " ".join(str(position[p]) for p in node.depends),
-             "child_indices": " ".join(map(str, children[i]))}
-            for i, node in enumerate(study.nodes)]

@@ -31,6 +31,7 @@ from .states import LedgerEntry, Markers
 
 MANIFEST = "study.json"
 SUBMIT_SCRIPT = "submit.sh"
+LOCAL_RUNNER = "runner.py"                       # the local backend's runner, beside submit.sh
 LEDGER = "jobs.tsv"
 STATE_DIR = ".maestro"
 SPEC_SUFFIXES = (".yaml", ".yml")                # a spec given where a study directory is expected

@@ -332,18 +332,7 @@ CASCADE = """
     """
 
 
-@pytest.fixture(params=["one process per step", "a subshell per step"])
-def launcher_mode(request, monkeypatch):
-    """The runner's launcher has two ways to learn that a step ended (bash 5.1's wait -n -p, and
-    the subshell that older bash needs): both are run."""
-    if request.param == "a subshell per step":
-        monkeypatch.setenv("MAESTRO_RUNNER_SUBSHELLS", "1")
-    else:
-        monkeypatch.delenv("MAESTRO_RUNNER_SUBSHELLS", raising=False)
-    return request.param
-
-
-def test_failure_cascades_to_descendants_only(studies, launcher_mode):
+def test_failure_cascades_to_descendants_only(studies):
     spec = studies.spec("cascade", CASCADE)
     study = studies.out()
     result = maestro("run", spec, "-o", study, "--wait", "--poll", "0.1")
@@ -425,9 +414,9 @@ def test_cancel_stops_the_running_step_and_starts_nothing_else(studies):
 
 
 @pytest.mark.skipif(not HAVE_PROC, reason="needs /proc to find the step processes")
-def test_a_runner_without_its_own_process_group_stops_every_process_of_its_steps_on_term(studies, launcher_mode):
+def test_a_runner_without_its_own_process_group_stops_every_process_of_its_steps_on_term(studies):
     """submit.sh --foreground started by another program shares that program's process group, so
-    the runner cannot signal a group of its own: it stops its launcher and everything under it."""
+    the runner cannot signal a group of its own: it stops each step and everything under it."""
     spec = studies.spec("cancel_foreground", """
         study:
           - name: long
@@ -509,7 +498,7 @@ PARALLEL = """
 
 
 @pytest.mark.parametrize("jobs", [1, 3])
-def test_jobs_limits_how_many_steps_run_at_once(jobs, studies, launcher_mode):
+def test_jobs_limits_how_many_steps_run_at_once(jobs, studies):
     spec = studies.spec("parallel", PARALLEL)
     study = studies.out()
     ok(maestro("run", spec, "-o", study, "--wait", "--poll", "0.1", "--jobs", jobs))

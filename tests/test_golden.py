@@ -43,8 +43,9 @@ UPDATE_HINT = ("If this change of the rendered output is intended, rewrite the g
 # exactly these characters alone, so the study and spec folders must consist of them.
 PLAIN_PATH = re.compile(r"^[\w@%+=:,./-]+$", re.ASCII)
 CREATED = re.compile(rb'("created":\s*)"[^"\n]*"')
-SUBMITTER = (ROOT / "templates" / "flux" / "submit.py").read_bytes()      # copied into Flux studies
-SUBMITTER_MARK = b"@a verbatim copy of templates/flux/submit.py@\n"
+# package data copied into every study of a backend: a golden names the file instead of holding it
+VERBATIM = {(ROOT / "templates" / source).read_bytes(): f"@a verbatim copy of templates/{source}@\n".encode()
+            for source in ("flux/submit.py", "local/runner.py")}
 STUDY_ID = re.compile(rb'"id":\s*"([0-9a-f]+)"')
 
 
@@ -114,8 +115,7 @@ def normalized_tree(study: Path, spec: Path) -> Dict[str, bytes]:
             data = path.read_bytes()
             for old, new in replacements:
                 data = data.replace(old, new)
-            if data == SUBMITTER:   # a verbatim copy of package data: the golden names it, holds it once
-                data = SUBMITTER_MARK
+            data = VERBATIM.get(data, data)
             if relpath == "study.json":
                 data, count = CREATED.subn(rb'\1"@CREATED@"', data, count=1)
                 assert count == 1, "study.json has no \"created\" value to normalize: update this test's CREATED"

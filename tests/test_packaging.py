@@ -20,6 +20,7 @@ def test_wheel_contains_every_template(tmp_path):
                    if name.startswith("maestro_compile/templates/") and name.endswith((".j2", ".py"))}
     expected = {str(p.relative_to(ROOT / "templates")) for p in (ROOT / "templates").rglob("*.j2")}
     expected |= {"flux/submit.py", "flux/jobs.py"}     # run by `flux python`
+    expected |= {"local/runner.py"}                     # copied into local studies
     assert expected and shipped == expected
 
 

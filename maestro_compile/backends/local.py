@@ -1,4 +1,5 @@
-"""The local backend: the study runs on this machine under a detached bash runner (submit.sh)."""
+"""The local backend: the study runs on this machine under a detached runner (submit.sh starts
+runner.py, a Python script of the standard library only)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..errors import StudyDirError, SubmitError
 from ..model import File, Node, Study
 from ..plan import Plan
-from ..render import node_indices, render_template
+from ..render import render_template, template_source
 from ..states import LedgerEntry, Markers, Runtime, State, Verdict
 from .. import studydir
 from ..studydir import StudyDir
@@ -28,8 +29,9 @@ class LocalBackend(Backend):
         return LAUNCHER_TOKEN.sub("", text)
 
     def render_study(self, study: Study, plan: Plan) -> Tuple[Dict[str, File], Dict[str, Any]]:
-        text = render_template("local/submit.sh.j2", study_name=study.spec.name, nodes=node_indices(study))
-        return {studydir.SUBMIT_SCRIPT: File(text, executable=True)}, {}
+        submit = render_template("local/submit.sh.j2", study_name=study.spec.name)
+        return {studydir.SUBMIT_SCRIPT: File(submit, executable=True),
+                studydir.LOCAL_RUNNER: File(template_source("local/runner.py"))}, {}
 
     # --- run time ---
     def submit_args(self, jobs: int) -> List[str]:

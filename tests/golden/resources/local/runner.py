@@ -1,0 +1,1 @@
+@a verbatim copy of templates/local/runner.py@
