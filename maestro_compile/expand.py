@@ -31,8 +31,8 @@ TEXT_KEYS = ("cmd", "restart")
 LAYOUTS = ("auto", "flat", "sharded")
 FLAT_LIMIT = 10_000
 SHARD_SIZE = 1_000
-RESERVED_NAMES = {studydir.MANIFEST, studydir.SUBMIT_SCRIPT, studydir.LEDGER, studydir.STATE_DIR, "status.csv",
-                  "logs", "meta"}
+RESERVED_NAMES = {studydir.MANIFEST, studydir.SUBMIT_SCRIPT, studydir.LOCAL_RUNNER, studydir.LEDGER, studydir.STATE_DIR,
+                  "status.csv", "logs", "meta"}
 MAX_NAME_BYTES = 255     # one path component (NAME_MAX on Linux file systems)
 SHOWN_CHARS = 80         # of a value quoted in a message
 

@@ -4,6 +4,7 @@ Layout (docs/architecture.md has the whole format)::
 
     study.json                 the manifest: every node, its workspace, script, log and parents
     submit.sh                  the submission script (plain bash)
+    runner.py                  the local backend's runner (Python standard library only)
     jobs.tsv                   the ledger: "<time>\\t<node>\\t<job id>" per submission, appended by scripts
     <workspace>/<job>.status   a node's markers (KEY=VALUE lines) appended by its job
     .maestro/submitted         the submission lock (created atomically by submit.sh): time pid host boot
@@ -14,7 +15,7 @@ Layout (docs/architecture.md has the whole format)::
     .maestro/resubmit-<K>.sh   resubmission scripts, kept as a record; .maestro/resubmitting their lock
     .maestro/runner.*          the local runner's pid, end and node list
 
-The generated bash scripts use the same names (they are the product and run without Python).
+The generated scripts use the same names (they are the product and run without maestro_compile).
 Every read is validated: a damaged file gives one StudyDirError naming the file, and the line.
 """
 from __future__ import annotations

@@ -573,3 +573,55 @@ def test_a_read_only_study_directory_is_refused_clearly_and_nothing_starts(studi
         assert states(study) == {"hello_world": "INITIALIZED"}
     finally:
         subprocess.run(["umount", str(study)], capture_output=True)
+
+
+def test_steps_get_the_default_sigpipe_and_a_missing_script_fails_its_node(studies):
+    """The runner is Python, which ignores SIGPIPE: its steps must not inherit that (`yes | head`
+    would then complain of a broken pipe and exit 1). A script that cannot start fails its node
+    as a shell would (127, the reason in .err) and its descendants do not run."""
+    spec = studies.spec("spawn", """
+        study:
+          - name: pipe
+            description: ends a pipe early
+            run:
+              cmd: yes | head -n 1 > first.txt
+          - name: gone
+            description: its script is deleted before the run
+            run:
+              cmd: touch ran
+          - name: below
+            description: under the deleted one
+            run:
+              cmd: touch ran
+              depends: [gone]
+        """)
+    study = studies.compile(spec)
+    nodes = status(study)
+    (study / nodes["gone"]["workspace"] / "gone.sh").unlink()
+    runner = subprocess.run(["bash", str(study / "submit.sh"), "--foreground", "--jobs", "2"],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=DEADLINE)
+    assert runner.returncode == 1, runner.stdout + runner.stderr
+    assert "1 failed, 1 not run because an ancestor failed" in runner.stdout
+    pipe = study / nodes["pipe"]["workspace"]
+    assert (pipe / "first.txt").read_text() == "y\n" and (pipe / "pipe.err").read_text() == ""
+    final = status(study)
+    assert final["pipe"]["state"] == "FINISHED"
+    assert final["gone"]["state"] == "FAILED" and final["gone"]["exit_code"] == 127
+    assert "No such file" in (study / nodes["gone"]["workspace"] / "gone.err").read_text()
+    assert final["below"]["state"] == "CANCELLED" and "gone" in final["below"]["reason"]
+    assert not (study / nodes["below"]["workspace"] / "ran").exists()
+
+
+def test_submit_without_python_says_so(studies):
+    study = studies.compile(studies.spec("nopython", """
+        study:
+          - name: only
+            description: never starts
+            run:
+              cmd: touch ran
+        """))
+    env = dict(os.environ, MAESTRO_PYTHON="no-such-python3")
+    result = subprocess.run(["bash", str(study / "submit.sh")], env=env, capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL, timeout=30)
+    assert result.returncode == 69 and "needs Python 3.8 or later" in result.stderr, result.stderr
+    assert not (study / ".maestro").exists() and states(study) == {"only": "INITIALIZED"}
