@@ -625,3 +625,55 @@ def test_submit_without_python_says_so(studies):
                             stdin=subprocess.DEVNULL, timeout=30)
     assert result.returncode == 69 and "needs Python 3.8 or later" in result.stderr, result.stderr
     assert not (study / ".maestro").exists() and states(study) == {"only": "INITIALIZED"}
+
+
+@pytest.mark.skipif(not HAVE_PROC, reason="needs /proc to find the launcher")
+def test_a_launcher_killed_with_sigkill_ends_the_run_and_status_says_what_never_started(studies):
+    """The runner's launcher (the process that starts the steps) dies: the runner says so, starts
+    nothing more, ends with runner.done; the step that was running finishes on its own, and the
+    nodes that never started show UNKNOWN, not PENDING forever."""
+    study = studies.compile(studies.spec("launcher_lost", f"""
+        study:
+          - name: first
+            description: runs until the test releases it
+            run:
+              cmd: |
+                {gated('release')}
+                echo done > done.txt
+          - name: second
+            description: needs first
+            run:
+              cmd: touch ran
+              depends: [first]
+        """))
+    ok(maestro("submit", study))
+    wait_for_state(study, "first", "RUNNING")
+    runner = runner_pid(study)
+    (launcher,) = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()
+                   and (entry / "stat").exists() and b"--launcher" in _cmdline(entry)
+                   and _parent(entry) == runner]
+    os.kill(launcher, signal.SIGKILL)
+    wait_until(lambda: not alive(runner), "the runner to end without its launcher", timeout=10)
+    log = (study / ".maestro" / "runner.log").read_text()
+    assert "its launcher stopped; the steps not started yet will not run" in log, log
+    assert (study / ".maestro" / "runner.done").read_text().split()[1:] == ["finished", "0", "0"]
+    studies.release("release")
+    wait_until(lambda: (study / "first" / "done.txt").exists(), "the orphaned step to finish")
+    wait_until(lambda: states(study)["first"] == "FINISHED", "the step's markers")
+    final = status(study)
+    assert final["second"]["state"] == "UNKNOWN" and "never started" in final["second"]["reason"]
+    assert not (study / "second" / "ran").exists()
+
+
+def _cmdline(entry: Path) -> bytes:
+    try:
+        return (entry / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _parent(entry: Path) -> int:
+    try:
+        return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
