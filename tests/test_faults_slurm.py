@@ -77,20 +77,25 @@ def start_submit(study: Path, env: Optional[Dict[str, str]] = None) -> subproces
                             stdin=subprocess.DEVNULL, start_new_session=True, env=env)
 
 
-def sbatch_slowed_after(calls: int, tmp_path: Path) -> Dict[str, str]:
-    """An environment whose sbatch takes a second per call after the first `calls`, so that a test
-    can interrupt a submission part-way however fast the cluster answers."""
-    wrappers = tmp_path / "slow-bin"
+def sbatch_wrapped(tmp_path: Path, before: str) -> Dict[str, str]:
+    """An environment whose sbatch runs the bash line `before` first, with $n the call's number."""
+    wrappers = tmp_path / "bin"
     wrappers.mkdir()
-    counter = tmp_path / "slow-sbatch-calls"
+    counter = tmp_path / "sbatch-calls"
     real = subprocess.run(["bash", "-c", "command -v sbatch"], capture_output=True, text=True).stdout.strip()
     (wrappers / "sbatch").write_text(f"""#!/bin/bash
 n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 )); echo $n > {counter}
-(( n > {calls} )) && sleep 1
+{before}
 exec {real} "$@"
 """)
     (wrappers / "sbatch").chmod(0o755)
     return dict(os.environ, PATH=f"{wrappers}:{os.environ['PATH']}")
+
+
+def sbatch_slowed_after(calls: int, tmp_path: Path) -> Dict[str, str]:
+    """sbatch takes a second per call after the first `calls`, so that a test can interrupt a
+    submission part-way however fast the cluster answers."""
+    return sbatch_wrapped(tmp_path, f"(( n > {calls} )) && sleep 1")
 
 
 def ledger_lines(study: Path) -> int:
@@ -130,17 +135,7 @@ def test_kill_9_of_the_submitter_then_submit_recovers(studies, tmp_path):
 
 def test_controller_lost_between_two_sbatch_calls(studies, tmp_path):
     study = studies.compile(studies.spec("lost", chain_spec(5)))
-    wrappers = tmp_path / "bin"
-    wrappers.mkdir()
-    counter = tmp_path / "sbatch-calls"
-    real = subprocess.run(["bash", "-c", "command -v sbatch"], capture_output=True, text=True).stdout.strip()
-    (wrappers / "sbatch").write_text(f"""#!/bin/bash
-n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 )); echo $n > {counter}
-(( n == 4 )) && bash {CLUSTER} ctld-stop >/dev/null 2>&1
-exec {real} "$@"
-""")
-    (wrappers / "sbatch").chmod(0o755)
-    env = dict(os.environ, PATH=f"{wrappers}:{os.environ['PATH']}")
+    env = sbatch_wrapped(tmp_path, f"(( n == 4 )) && bash {CLUSTER} ctld-stop >/dev/null 2>&1")
     started = time.monotonic()
     failed = subprocess.run([sys.executable, "-m", "maestro_compile", "submit", str(study)], capture_output=True,
                             text=True, stdin=subprocess.DEVNULL, env=env, timeout=300)
