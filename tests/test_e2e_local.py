@@ -20,7 +20,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
 import pytest
 
@@ -91,25 +91,31 @@ def alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    fields = proc_stat(pid)
+    return fields[0] != "Z" if fields else not HAVE_PROC
+
+
+def proc_stat(pid: int) -> List[str]:
+    """The fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, session, ...
+    ([] once the process is gone)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return not HAVE_PROC
+        return []
+
+
+def live_processes() -> Iterator[Tuple[int, List[str]]]:
+    """(pid, proc_stat fields) of every live process (Linux /proc)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = proc_stat(int(entry.name))
+            if fields and fields[0] != "Z":
+                yield int(entry.name), fields
 
 
 def session_members(sid: int) -> List[int]:
-    """Live processes whose session id is ``sid`` (Linux /proc)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[3]) == sid:
-            members.append(int(entry.name))
-    return members
+    """Live processes whose session id is ``sid``."""
+    return [pid for pid, fields in live_processes() if int(fields[3]) == sid]
 
 
 def gated(name: str) -> str:
@@ -649,9 +655,8 @@ def test_a_launcher_killed_with_sigkill_ends_the_run_and_status_says_what_never_
     ok(maestro("submit", study))
     wait_for_state(study, "first", "RUNNING")
     runner = runner_pid(study)
-    (launcher,) = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()
-                   and (entry / "stat").exists() and b"--launcher" in _cmdline(entry)
-                   and _parent(entry) == runner]
+    (launcher,) = [pid for pid, fields in live_processes() if int(fields[1]) == runner
+                   and b"--launcher" in _cmdline(pid)]
     os.kill(launcher, signal.SIGKILL)
     wait_until(lambda: not alive(runner), "the runner to end without its launcher", timeout=10)
     log = (study / ".maestro" / "runner.log").read_text()
@@ -665,15 +670,8 @@ def test_a_launcher_killed_with_sigkill_ends_the_run_and_status_says_what_never_
     assert not (study / "second" / "ran").exists()
 
 
-def _cmdline(entry: Path) -> bytes:
+def _cmdline(pid: int) -> bytes:
     try:
-        return (entry / "cmdline").read_bytes()
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
-
-
-def _parent(entry: Path) -> int:
-    try:
-        return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return -1

@@ -108,10 +108,10 @@ class Plan:
         with open(os.path.join(STUDY_DIR, "study.json")) as manifest:
             nodes = json.load(manifest)["nodes"]
         self.names = list(nodes)
-        index = {name: i for i, name in enumerate(self.names)}
+        self.index = {name: i for i, name in enumerate(self.names)}
         self.logs = [nodes[name]["log"] for name in self.names]
         self.scripts = [nodes[name]["script"] for name in self.names]
-        self.parents = [[index[parent] for parent in nodes[name]["depends"]] for name in self.names]
+        self.parents = [[self.index[parent] for parent in nodes[name]["depends"]] for name in self.names]
         self.children = [[] for _ in self.names]
         for child, parents in enumerate(self.parents):
             for parent in parents:
@@ -119,25 +119,24 @@ class Plan:
 
     def selected(self, path):
         """The indices of the nodes named in the file at path (one name per line)."""
-        index = {name: i for i, name in enumerate(self.names)}
         chosen = set()
         with open(path) as listing:
             for name in listing.read().splitlines():
                 if not name:
                     continue
-                if name not in index:
+                if name not in self.index:
                     raise Usage(f"--nodes {path}: there is no node '{name}' in this study")
-                chosen.add(index[name])
+                chosen.add(self.index[name])
         return chosen
 
-    def mark(self, i, key, value):
-        mark(self.logs[i], key, value)
+    def mark(self, i, *markers):
+        mark(self.logs[i], *markers)
 
 
-def mark(log_base, key, value):
-    """Append a marker on a node's behalf."""
-    with open(os.path.join(STUDY_DIR, log_base + ".status"), "a") as markers:
-        markers.write(f"{key}={value}\n")
+def mark(log_base, *markers):
+    """Append (KEY, VALUE) markers on a node's behalf, in one write."""
+    with open(os.path.join(STUDY_DIR, log_base + ".status"), "a") as status:
+        status.write("".join(f"{key}={value}\n" for key, value in markers))
 
 
 def take_lock():
@@ -276,8 +275,7 @@ class Runner:
                 continue
             self.state[node] = SKIPPED
             self.remaining -= 1
-            self.plan.mark(node, "SKIPPED", now())
-            self.plan.mark(node, "REASON", f"ancestor {self.plan.names[failed]} failed")
+            self.plan.mark(node, ("SKIPPED", now()), ("REASON", f"ancestor {self.plan.names[failed]} failed"))
             queue.extend(self.plan.children[node])
 
     def counts(self):
@@ -293,7 +291,7 @@ class Runner:
             cancelled.write(f"{when}\n")
         for i, state in self.state.items():
             if state == WAITING:
-                self.plan.mark(i, "CANCELLED", when)
+                self.plan.mark(i, ("CANCELLED", when))
         if os.getpgid(0) == os.getpid():
             os.killpg(0, signal.SIGTERM)   # our own group holds the launcher and every step
         elif self.launcher:
@@ -305,7 +303,7 @@ class Runner:
                 break
         for i, state in self.state.items():   # requests the launcher held and never started
             if state == RUNNING and not os.path.exists(os.path.join(STUDY_DIR, self.plan.logs[i] + ".status")):
-                self.plan.mark(i, "CANCELLED", when)
+                self.plan.mark(i, ("CANCELLED", when))
         with open(state_path("runner.done"), "w") as done:
             done.write(f"{now()} cancelled\n")
 
@@ -381,7 +379,7 @@ def launch(jobs, requests_fd, reports_fd):
         except OSError as problem:   # as a shell would: the reason on the step's stderr, 127 or 126
             os.write(err, f"{ME}: {script}: {problem.strerror}\n".encode())
             code = 127 if isinstance(problem, FileNotFoundError) else 126
-            mark(log_base, "EXIT_CODE", code)
+            mark(log_base, ("EXIT_CODE", code))
             unstarted.append((i, code))
             if held:
                 start(held.popleft())
