@@ -675,3 +675,24 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_a_state_file_that_cannot_be_written_is_reported_without_a_traceback(studies):
+    study = studies.compile(studies.spec("unwritable", """
+        study:
+          - name: only
+            description: runs twice
+            run:
+              cmd: echo run >> runs.txt
+        """))
+    first = subprocess.run(["bash", str(study / "submit.sh"), "--foreground"], capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=DEADLINE)
+    assert first.returncode == 0, first.stdout + first.stderr
+    (study / ".maestro" / "runner.nodes").mkdir()       # where the rerun records its nodes
+    nodes = study.parent / "again.nodes"
+    nodes.write_text("only\n")
+    again = subprocess.run(["bash", str(study / "submit.sh"), "--foreground", "--nodes", str(nodes)],
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=DEADLINE)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "runner.nodes" in again.stderr and "Traceback" not in again.stderr, again.stderr
+    assert (study / "only" / "runs.txt").read_text() == "run\n"      # nothing ran again

@@ -489,6 +489,11 @@ def main(argv):
     except Usage as problem:
         print(f"{ME}: {problem}", file=sys.stderr)
         return problem.code
+    except OSError as problem:   # a state file that cannot be written (full or read-only file system)
+        where = f": {problem.filename}" if problem.filename else ""
+        print(f"{ME}: error: {problem.strerror or problem}{where}; the steps not started yet will not run",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
