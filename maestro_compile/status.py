@@ -208,8 +208,11 @@ def format_csv(rows: List[NodeStatus]) -> str:
 
 
 def finished(rows: List[NodeStatus], runtime: Runtime) -> bool:
-    """True when nothing more will happen to the study."""
-    return all(row.state in TERMINAL for row in rows) or bool(runtime.runner_done)
+    """True when nothing more will happen to the study. A local runner that is still alive after its
+    last node ended is still writing its records: a resubmission now would refuse, so not yet."""
+    if runtime.runner_done:
+        return True
+    return all(row.state in TERMINAL for row in rows) and not runtime.runner_alive
 
 
 # ------------------------------------------------------------------------------------------

@@ -136,6 +136,20 @@ def test_an_ended_run(study):
     assert finished(rows, runtime)   # runner.done
 
 
+def test_a_runner_still_alive_after_its_last_node_is_not_finished(study):
+    # every node has ended, but the runner (this process) has not written runner.done yet
+    submitted(study, runner_pid=os.getpid())
+    for number, name in enumerate(NAMES):
+        ledger(study, (T0 + 1, name, 5001 + number))
+        mark(study, name, START=T0 + 2, END=T0 + 5, EXIT_CODE=0)
+    rows, runtime = collect(study)
+    assert {row.state for row in rows} == {State.FINISHED} and runtime.runner_alive
+    assert not finished(rows, runtime)
+    (study.state_dir / "runner.done").write_text(f"{T0 + 6} finished\n")
+    rows, runtime = collect(study)
+    assert not runtime.runner_alive and finished(rows, runtime)
+
+
 def test_an_ended_run_as_json(study):
     simulate_ended_run(study)
     rows, runtime = collect(study)
