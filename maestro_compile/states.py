@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, Iterable, Mapping, NamedTuple, Optional, Union
+from typing import Dict, FrozenSet, Iterable, Mapping, NamedTuple, Optional, Tuple, Union
 
 from .errors import UsageError
 
@@ -147,6 +147,7 @@ class Runtime:
     runner_pid: Optional[int] = None
     runner_alive: bool = False
     runner_done: Optional[str] = None
+    runner_leftovers: Tuple[int, ...] = ()           # processes of a killed runner's group still alive
     runner_nodes: Optional[FrozenSet[str]] = None    # after a resubmit: the nodes the latest runner runs
     cancelled_before: bool = False                   # an earlier run (before a resubmit) was cancelled
 

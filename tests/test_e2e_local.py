@@ -25,7 +25,7 @@ from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 import pytest
 
 import helpers
-from helpers import maestro, ok, states, status
+from helpers import describe, maestro, ok, states, status
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -668,6 +668,78 @@ def test_a_launcher_killed_with_sigkill_ends_the_run_and_status_says_what_never_
     final = status(study)
     assert final["second"]["state"] == "UNKNOWN" and "never started" in final["second"]["reason"]
     assert not (study / "second" / "ran").exists()
+
+
+def submit_and_kill_the_runner(studies) -> Tuple[Path, int]:
+    """A study of three nodes run with --jobs 1: `first` (gated) runs, `other` waits in the launcher,
+    `second` waits for `first`; then the runner dies by SIGKILL. The study and the runner's pid."""
+    study = studies.compile(studies.spec("runner_lost", f"""
+        study:
+          - name: first
+            description: runs until the test releases it
+            run:
+              cmd: |
+                sleep 60 &
+                echo $! > sleep.pid
+                {gated('release')}
+                echo done > done.txt
+          - name: second
+            description: needs first
+            run:
+              cmd: touch ran
+              depends: [first]
+          - name: other
+            description: independent, held by --jobs 1
+            run:
+              cmd: touch ran
+        """))
+    ok(maestro("submit", study, "--jobs", "1"))
+    wait_until(lambda: (study / "first" / "sleep.pid").exists(), "the first step to start")
+    runner = runner_pid(study)
+    os.kill(runner, signal.SIGKILL)
+    wait_until(lambda: not alive(runner), "the runner to die")
+    return study, runner
+
+
+@pytest.mark.skipif(not HAVE_PROC, reason="needs /proc to find the step processes")
+def test_a_runner_killed_with_sigkill_leaves_running_steps_that_cancel_stops(studies):
+    """kill -9 of the runner: its steps go on in its process group. Status says so, resubmit refuses
+    to race them, and `maestro cancel` stops them; a resubmission then runs the study to the end."""
+    study, runner = submit_and_kill_the_runner(studies)
+    nodes = status(study)
+    assert nodes["first"]["state"] == "RUNNING" and "runner was killed" in nodes["first"]["reason"]
+    assert {nodes[name]["state"] for name in ("second", "other")} == {"UNKNOWN"}
+    refused = maestro("resubmit", study)
+    assert refused.returncode == 1 and "maestro cancel" in refused.stderr, refused.stderr
+    assert session_members(runner), "the steps should outlive their runner"
+
+    cancelled = ok(maestro("cancel", study))
+    assert f"runner (pid {runner}) was gone" in cancelled.stdout, cancelled.stdout
+    assert session_members(runner) == [], "processes of the killed runner's steps outlived the cancel"
+    assert states(study) == {"first": "CANCELLED", "second": "CANCELLED", "other": "CANCELLED"}
+    assert ok(maestro("cancel", study)).stdout.startswith("nothing to cancel")
+
+    studies.release("release")
+    ok(maestro("resubmit", study))
+    wait_until(lambda: set(states(study).values()) == {"FINISHED"}, "the resubmitted study to finish")
+    assert (study / "second" / "ran").exists() and (study / "other" / "ran").exists()
+
+
+@pytest.mark.skipif(not HAVE_PROC, reason="needs /proc to find the step processes")
+def test_a_killed_runners_launcher_starts_nothing_more_and_exits_quietly(studies):
+    study, runner = submit_and_kill_the_runner(studies)
+    sleeper = int((study / "first" / "sleep.pid").read_text())
+    os.kill(sleeper, signal.SIGTERM)        # the step's own background child; the step waits for the gate
+    studies.release("release")
+    wait_until(lambda: states(study)["first"] == "FINISHED", "the orphaned step to finish")
+    wait_until(lambda: session_members(runner) == [], "the launcher to exit")
+    final = status(study)
+    assert {final[name]["state"] for name in ("second", "other")} == {"UNKNOWN"}, describe(final)
+    assert not (study / "other" / "ran").exists(), "the launcher started a held step after its runner died"
+    assert "Traceback" not in (study / ".maestro" / "runner.log").read_text()
+    assert ok(maestro("cancel", study)).stdout.startswith("nothing to cancel")
+    ok(maestro("resubmit", study))
+    wait_until(lambda: set(states(study).values()) == {"FINISHED"}, "the resubmitted study to finish")
 
 
 def _cmdline(pid: int) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -42,12 +43,15 @@ class LocalBackend(Backend):
         done = study.runner_done()
         lock = study.submission_lock()
         first = lock.split()[0] if lock else ""
+        alive = bool(pid) and done is None and _alive(pid)
         return Runtime(
             submitted_at=float(first) if first.isdigit() else (0.0 if lock is not None else None),
             cancelled=study.is_cancelled(),
             runner_pid=pid,
-            runner_alive=bool(pid) and done is None and _alive(pid),
+            runner_alive=alive,
             runner_done=done,
+            # a runner killed with SIGKILL leaves its steps running; only then is it worth a look
+            runner_leftovers=_leftovers(study, pid) if pid and done is None and not alive else (),
             # after `maestro resubmit`: the nodes the latest runner runs, and whether an earlier run
             # was cancelled (resubmit keeps .maestro/cancelled as cancelled.before-resubmit-<K>)
             runner_nodes=study.runner_nodes(),
@@ -75,6 +79,8 @@ class LocalBackend(Backend):
         if "START" in markers:
             if alive:
                 return Verdict(State.RUNNING)
+            if _int(markers.get("JOB_ID")) in runtime.runner_leftovers:
+                return Verdict(State.RUNNING, "its runner was killed; the step still runs (`maestro cancel` stops it)")
             if cancelled:
                 return Verdict(State.CANCELLED, "study cancelled while the step ran")
             return Verdict(State.UNKNOWN, "the runner stopped before the step ended (killed or machine restarted?)")
@@ -95,6 +101,9 @@ class LocalBackend(Backend):
     def activity(self, runtime: Runtime) -> Optional[str]:
         if runtime.runner_alive:
             return f"the study's runner (pid {runtime.runner_pid}) is still running"
+        if runtime.runner_leftovers:
+            return (f"its runner (pid {runtime.runner_pid}) was killed, but {len(runtime.runner_leftovers)} "
+                    f"process(es) of its steps still run (pids {_pids(runtime.runner_leftovers)})")
         return None
 
     def cancel(self, study: StudyDir) -> str:
@@ -102,6 +111,8 @@ class LocalBackend(Backend):
         if not state.submitted:
             raise StudyDirError(f"{study.path}: the study has not been submitted; nothing to cancel")
         if not state.runner_alive:
+            if state.runner_leftovers:
+                return self._stop_leftovers(study, state)
             return "nothing to cancel: the study is no longer running"
         pid = state.runner_pid
         study.mark_cancelled(int(time.time()))
@@ -118,6 +129,51 @@ class LocalBackend(Backend):
             time.sleep(0.05)
         raise SubmitError(f"the study's runner (pid {pid}) was asked to stop but still runs after 10 s; "
                           f"run `maestro cancel {study.path}` again, or stop it with `kill -9 -{pid}`")
+
+    def _stop_leftovers(self, study: StudyDir, state: Runtime) -> str:
+        """The runner was killed: stop what its steps left running (they share its process group)."""
+        pid, leftovers = state.runner_pid, state.runner_leftovers
+        study.mark_cancelled(int(time.time()))
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        for _ in range(200):
+            if not _leftovers(study, pid):
+                return (f"cancelled the study: its runner (pid {pid}) was gone; stopped the {len(leftovers)} "
+                        f"process(es) its steps left running; the other steps will not start")
+            time.sleep(0.05)
+        raise SubmitError(f"the processes the killed runner (pid {pid}) left running still run 10 s after a SIGTERM; "
+                          f"stop them with `kill -9 -{pid}`")
+
+
+def _leftovers(study: StudyDir, pid: int) -> Tuple[int, ...]:
+    """The live processes of the runner's process group (it leads one when `maestro submit` started
+    it). A group id is a pid and may be reused once the group is empty: the group counts as the
+    study's only while one of its processes runs a file of the study (runner.py or a step script)."""
+    try:
+        listing = subprocess.run(["ps", "-e", "-ww", "-o", "pid=", "-o", "pgid=", "-o", "stat=", "-o", "args="],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
+    except OSError:     # no ps: nothing known to be running (-ww: whole command lines, not cut at 80 columns)
+        return ()
+    members, ours = [], False
+    inside = str(study.path) + os.sep
+    for line in listing.splitlines():
+        fields = line.split(None, 3)
+        if len(fields) < 3 or fields[1] != str(pid) or fields[2].startswith("Z"):
+            continue
+        members.append(int(fields[0]))
+        ours = ours or (len(fields) == 4 and inside in fields[3])
+    return tuple(members) if ours else ()
+
+
+def _pids(pids: Sequence[int], shown: int = 10) -> str:
+    listed = ", ".join(str(pid) for pid in pids[:shown])
+    return listed + (f" and {len(pids) - shown} more" if len(pids) > shown else "")
+
+
+def _int(text: Optional[str]) -> Optional[int]:
+    return int(text) if text and text.isdigit() else None
 
 
 def _alive(pid: int) -> bool:

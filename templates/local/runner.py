@@ -38,7 +38,8 @@ usage: submit.sh [--foreground] [--jobs N] [--nodes FILE]
   --nodes FILE    run again only the nodes named in FILE (one per line) of a study submitted
                   before; every other node counts as done (maestro resubmit)
 """
-STUDY_DIR = os.path.dirname(os.path.abspath(__file__))
+RUNNER = os.path.realpath(__file__)   # physical: `maestro cancel` finds a killed runner's steps by it
+STUDY_DIR = os.path.dirname(RUNNER)
 STATE_DIR = os.path.join(STUDY_DIR, ".maestro")
 ME = "submit.sh"
 
@@ -181,7 +182,7 @@ def detach(options, plan):
         old_pid, tries = read_state("runner.pid"), 600
     else:
         take_lock()
-    argv = [sys.executable, os.path.abspath(__file__), "--foreground", "--locked", "--jobs", str(options["jobs"])]
+    argv = [sys.executable, RUNNER, "--foreground", "--locked", "--jobs", str(options["jobs"])]
     if options["nodes"] is not None:
         argv += ["--nodes", options["nodes"]]
     with open(state_path("runner.log"), "a") as runner_log:
@@ -325,7 +326,7 @@ class Launcher:
     def start(cls, jobs):
         requests_in, requests_out = os.pipe()
         reports_in, reports_out = os.pipe()
-        process = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--launcher", str(jobs),
+        process = subprocess.Popen([sys.executable, RUNNER, "--launcher", str(jobs),
                                     str(requests_in), str(reports_out)], pass_fds=(requests_in, reports_out))
         os.close(requests_in)
         os.close(reports_out)
@@ -367,6 +368,7 @@ def launch(jobs, requests_fd, reports_fd):
     # the steps run with default signal dispositions: Python ignores SIGPIPE
     defaults = [getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name)]
     running, held, unstarted = {}, collections.deque(), collections.deque()
+    runner = os.getppid()
 
     def start(request):
         i, name, script, log_base = request
@@ -409,9 +411,12 @@ def launch(jobs, requests_fd, reports_fd):
             else:
                 pid, status = os.wait()
                 i, code = running.pop(pid), exit_code(status)
-                if held:
+                if held and os.getppid() == runner:   # a killed runner would never hear of it
                     start(held.popleft())
-            reports.write(f"{i} {code}\n".encode())
+            try:
+                reports.write(f"{i} {code}\n".encode())
+            except BrokenPipeError:    # the runner is gone (killed): nobody to start more steps for
+                return
 
 
 def children_of(pid):
