@@ -151,10 +151,10 @@ def _leftovers(study: StudyDir, pid: int) -> Tuple[int, ...]:
     """The live processes of the runner's process group (it leads one when `maestro submit` started
     it). A group id is a pid and may be reused once the group is empty: the group counts as the
     study's only while one of its processes runs a file of the study (runner.py or a step script)."""
-    try:
+    try:    # -ww: whole command lines, not cut at 80 columns
         listing = subprocess.run(["ps", "-e", "-ww", "-o", "pid=", "-o", "pgid=", "-o", "stat=", "-o", "args="],
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
-    except OSError:     # no ps: nothing known to be running (-ww: whole command lines, not cut at 80 columns)
+    except OSError:     # no ps: nothing known to be running
         return ()
     members, ours = [], False
     inside = str(study.path) + os.sep
