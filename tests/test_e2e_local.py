@@ -14,6 +14,7 @@ import csv
 import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 import pytest
 
 import helpers
+from maestro_compile.backends import local as local_backend
 from helpers import describe, maestro, ok, states, status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -740,6 +742,18 @@ def test_a_killed_runners_launcher_starts_nothing_more_and_exits_quietly(studies
     assert ok(maestro("cancel", study)).stdout.startswith("nothing to cancel")
     ok(maestro("resubmit", study))
     wait_until(lambda: set(states(study).values()) == {"FINISHED"}, "the resubmitted study to finish")
+
+
+@pytest.mark.skipif(not HAVE_PROC or shutil.which("ps") is None, reason="compares /proc with ps")
+def test_the_process_list_without_proc_comes_from_ps(monkeypatch):
+    """Where there is no /proc (macOS, BSD) a killed runner's steps are found with ps instead."""
+    def ours(processes):
+        return {pid: (group, command.split()[:3]) for pid, group, _, command in processes if pid == os.getpid()}
+    from_proc = ours(local_backend._processes())
+    real_isdir = os.path.isdir
+    monkeypatch.setattr(local_backend.os.path, "isdir", lambda path: path != "/proc/self" and real_isdir(path))
+    assert from_proc[os.getpid()][0] == os.getpgid(0)
+    assert ours(local_backend._processes()) == from_proc
 
 
 def _cmdline(pid: int) -> bytes:

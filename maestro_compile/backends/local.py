@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import StudyDirError, SubmitError
 from ..model import File, Node, Study
@@ -151,20 +151,39 @@ def _leftovers(study: StudyDir, pid: int) -> Tuple[int, ...]:
     """The live processes of the runner's process group (it leads one when `maestro submit` started
     it). A group id is a pid and may be reused once the group is empty: the group counts as the
     study's only while one of its processes runs a file of the study (runner.py or a step script)."""
+    members, ours = [], False
+    inside = str(study.path) + os.sep
+    for member, group, state, command in _processes():
+        if group == pid and not state.startswith("Z"):
+            members.append(member)
+            ours = ours or inside in command
+    return tuple(members) if ours else ()
+
+
+def _processes() -> Iterator[Tuple[int, int, str, str]]:
+    """(pid, process group, state, command line) of every process: from /proc where there is one,
+    else from ps (none when neither is there: nothing is known to run)."""
+    if os.path.isdir("/proc/self"):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    with open(f"/proc/{entry.name}/stat") as stat:
+                        fields = stat.read().rsplit(")", 1)[1].split()
+                    with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+                        command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+                except (OSError, IndexError):
+                    continue    # it ended meanwhile
+                yield int(entry.name), int(fields[2]), fields[0], command
+        return
     try:    # -ww: whole command lines, not cut at 80 columns
         listing = subprocess.run(["ps", "-e", "-ww", "-o", "pid=", "-o", "pgid=", "-o", "stat=", "-o", "args="],
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
-    except OSError:     # no ps: nothing known to be running
-        return ()
-    members, ours = [], False
-    inside = str(study.path) + os.sep
+    except OSError:
+        return
     for line in listing.splitlines():
         fields = line.split(None, 3)
-        if len(fields) < 3 or fields[1] != str(pid) or fields[2].startswith("Z"):
-            continue
-        members.append(int(fields[0]))
-        ours = ours or (len(fields) == 4 and inside in fields[3])
-    return tuple(members) if ours else ()
+        if len(fields) >= 3:
+            yield int(fields[0]), int(fields[1]), fields[2], fields[3] if len(fields) == 4 else ""
 
 
 def _pids(pids: Sequence[int], shown: int = 10) -> str:
