@@ -4,7 +4,8 @@ root cannot submit to PBS, so everything a user does runs as the harness's test 
 real CLI (`maestro compile|submit|status|cancel|resubmit`, run by the system Python from a
 world-readable copy of the package: see the pbs_cli fixture) and the real PBS commands. The test
 process (root) only reads what a user could read: submit.sh, jobs.tsv, the step outputs, and
-`qstat` for the study's own job ids.
+`qstat` for the study's own job ids; the fault tests also stop and restart the server, as an
+administrator would.
 
 PBS has no job arrays here (one job per node, see docs/backends/pbs.md), and deletes the afterok
 dependents of a failed job itself: the tests check both what PBS did (qstat -x) and what status says.
@@ -385,3 +386,102 @@ def test_kill_9_of_the_submitter_then_submit_recovers(studies):
     assert killed.isdisjoint(new) and set(tagged(study)) <= new
     assert {job["job_state"] for job in qstat_jobs(killed).values()} == {"F"}   # none left held
     studies.wait_for_states(study, {name: "FINISHED" for name in studies.status(study)}, timeout=DEADLINE * 2)
+
+
+def server(action: str) -> None:
+    """Stop the PBS server alone (`qterm -t quick`: jobs stay, as when a server host goes away) or
+    start it again and wait until it answers and its node takes jobs."""
+    if action == "stop":
+        run(["qterm", "-t", "quick"])
+        helpers.wait_until(lambda: run(["qstat", "-B"]).returncode != 0, "the server to stop", 60, interval=0.2)
+        return
+    if run(["qstat", "-B"]).returncode != 0:
+        assert run([str(PBS_EXEC / "sbin" / "pbs_server")]).returncode == 0
+    helpers.wait_until(lambda: "state = free" in run(["pbsnodes", "-a"]).stdout or
+                       "job-busy" in run(["pbsnodes", "-a"]).stdout, "the server and its node to answer", 120,
+                       interval=0.5)
+
+
+@pytest.fixture
+def server_restored(studies):
+    yield studies
+    server("start")     # a test that failed half-way must not leave the server down
+
+
+PBS_EXEC = Path("/opt/pbs")     # where tests/pbs/server.sh installs OpenPBS
+
+
+def qsub_paused_at(studies, call: int) -> List[str]:
+    """The CLI's argv with a qsub that, at its `call`-th run, writes `paused` and waits for
+    `resume` (both in the studies' folder) before it runs the real qsub."""
+    wrappers = studies.root / "bin"
+    wrappers.mkdir()
+    (wrappers / "qsub").write_text(f"""#!/bin/bash
+n=$(( $(cat {wrappers}/calls 2>/dev/null || echo 0) + 1 )); echo $n > {wrappers}/calls
+if (( n == {call} )); then
+    touch {studies.root}/paused
+    for _ in $(seq 1200); do [ -e {studies.root}/resume ] && break; sleep 0.1; done
+fi
+exec {PBS_EXEC}/bin/qsub "$@"
+""")
+    (wrappers / "qsub").chmod(0o755)
+    studies._own(wrappers)
+    return [f"PATH={wrappers}:{entry[5:]}" if entry.startswith("PATH=") else entry for entry in studies.cli]
+
+
+def test_server_lost_between_two_qsub_calls_then_submit_recovers(server_restored):
+    studies = server_restored
+    values = ", ".join(f'"00:{10 + i:02d}:00"' for i in range(5))
+    study = studies.compile(studies.spec("lost", f"""\
+        study:
+          - {{name: a, description: roots, run: {{cmd: echo a, walltime: $(WT)}}}}
+          - {{name: b, description: one per a, run: {{cmd: echo b, walltime: $(WT), depends: [a]}}}}
+        global.parameters:
+          WT: {{values: [{values}], label: "WT.%%"}}
+        """))
+    child = subprocess.Popen([*qsub_paused_at(studies, 4), "submit", str(study)], cwd=studies.root,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        helpers.wait_until(lambda: (studies.root / "paused").exists() or child.poll() is not None,
+                           "the fourth qsub", DEADLINE, interval=0.05)
+        server("stop")
+        (studies.root / "resume").touch()
+        out, err = child.communicate(timeout=DEADLINE)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 1, out + err
+    assert "could not confirm that these job(s) are cancelled" in err, err
+    assert "nothing of this study is queued" not in err and "Traceback" not in err   # no false claim
+    unconfirmed = (study / ".maestro" / "rollback.incomplete").read_text().split()
+    assert len(unconfirmed) == 3 and len(ledger(study / "jobs.tsv")) == 3              # kept on record
+
+    server("start")
+    assert set(unconfirmed) <= set(tagged(study))      # the held jobs came back with the server
+    again = studies.maestro("submit", study)
+    assert "recovered the interrupted submission" in again.stdout, again.stdout
+    new = {job_id for _, job_id in ledger(study / "jobs.tsv")}
+    assert set(unconfirmed).isdisjoint(new) and set(tagged(study)) <= new
+    assert {job["job_state"] for job in qstat_jobs(unconfirmed).values()} == {"F"}   # none left held
+    studies.wait_for_states(study, {name: "FINISHED" for name in studies.status(study)}, timeout=DEADLINE * 2)
+
+
+def test_cancel_with_the_server_down_says_so_and_works_once_it_is_back(server_restored):
+    studies = server_restored
+    study = studies.compile(studies.spec("cancel_down", """\
+        study:
+          - {name: wait, description: sleeps until cancelled, run: {cmd: sleep 600}}
+        """))
+    studies.maestro("submit", study)
+    (job_id,) = [job_id for _, job_id in ledger(study / "jobs.tsv")]
+    server("stop")
+    refused = studies.maestro("cancel", study, check=False)
+    assert refused.returncode == 69, refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr and "pbshost" in refused.stderr, refused.stderr
+    assert not (study / ".maestro" / "cancelled").exists()
+    server("start")
+    done = studies.maestro("cancel", study)
+    assert "cancelled 1 queued or running job(s)" in done.stdout, done.stdout
+    assert (study / ".maestro" / "cancelled").exists() and not tagged(study)
+    assert qstat_jobs([job_id])[job_id]["job_state"] == "F"
