@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import sweep   # the sweep spec every benchmark measures (benchmarks/sweep.py)
+
 MAESTROWF = "maestrowf==1.2.1"
 
 FLOOR = r'''
@@ -59,30 +61,9 @@ with open(listing) as entries:
 
 
 def sweep_spec(points: int) -> str:
-    """3 steps over X plus a funnel: 3 * points + 1 nodes. host/bank/queue: maestrowf's Slurm
-    adapter requires them even for a dry run."""
-    values = ", ".join(str(i) for i in range(points))
-    return f"""\
-description: {{name: bench_sweep, description: a {points}-point sweep with a funnel}}
-batch: {{type: slurm, host: cluster, bank: guests, queue: debug}}
-study:
-  - name: simulate
-    description: simulate one point
-    run: {{cmd: 'echo $(X) > out.txt', walltime: '00:10:00'}}
-  - name: post
-    description: post-process one point
-    run: {{cmd: 'cat $(simulate.workspace)/out.txt', depends: [simulate], walltime: '00:10:00'}}
-  - name: check
-    description: check one point
-    run: {{cmd: 'true', depends: [post], walltime: '00:10:00'}}
-  - name: summarize
-    description: the funnel
-    run: {{cmd: 'true', depends: [check_*], walltime: '00:10:00'}}
-global.parameters:
-  X:
-    values: [{values}]
-    label: X.%%
-"""
+    """host/bank/queue: maestrowf's Slurm adapter requires them even for a dry run."""
+    return sweep.sweep_spec(points, "bench_sweep", "{type: slurm, host: cluster, bank: guests, queue: debug}",
+                            walltime="00:10:00")
 
 
 def ensure_maestrowf(venv: Path) -> Path:

@@ -30,10 +30,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 from typing import Dict, List, Tuple
+
+import sweep   # the sweep spec every benchmark measures (benchmarks/sweep.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTANCE = ROOT / "tests" / "flux" / "instance.sh"
@@ -43,27 +44,7 @@ FLUX_BIN = Path(os.environ.get("FLUX_PREFIX", "/opt/flux")) / "bin"
 def sweep_spec(points: int, max_dependencies: int = 0) -> str:
     """The sweep; ``max_dependencies`` sets batch.max_dependencies (0: the default)."""
     limit = f", max_dependencies: {max_dependencies}" if max_dependencies else ""
-    return textwrap.dedent(f"""\
-        description: {{name: bench_flux, description: a {points}-point sweep with a funnel}}
-        batch: {{type: flux{limit}}}
-        study:
-          - name: simulate
-            description: simulate one point
-            run: {{cmd: 'echo $(X) > out.txt'}}
-          - name: post
-            description: post-process one point
-            run: {{cmd: 'cat $(simulate.workspace)/out.txt', depends: [simulate]}}
-          - name: check
-            description: check one point
-            run: {{cmd: 'true', depends: [post]}}
-          - name: summarize
-            description: the funnel
-            run: {{cmd: 'true', depends: [check_*]}}
-        global.parameters:
-          X:
-            values: [{", ".join(str(i) for i in range(points))}]
-            label: X.%%
-        """)
+    return sweep.sweep_spec(points, "bench_flux", f"{{type: flux{limit}}}")
 
 
 class Instance:

@@ -41,33 +41,13 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import sweep   # the sweep spec every benchmark measures (benchmarks/sweep.py)
+
 CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 def sweep_spec(points: int) -> str:
-    """The compile benchmark's shape with the local backend: 3 steps over X plus a funnel."""
-    values = ", ".join(str(i) for i in range(points))
-    return f"""\
-description: {{name: bench_local, description: a {points}-point sweep with a funnel}}
-batch: {{type: local}}
-study:
-  - name: simulate
-    description: simulate one point
-    run: {{cmd: 'echo $(X) > out.txt'}}
-  - name: post
-    description: post-process one point
-    run: {{cmd: 'cat $(simulate.workspace)/out.txt', depends: [simulate]}}
-  - name: check
-    description: check one point
-    run: {{cmd: 'true', depends: [post]}}
-  - name: summarize
-    description: the funnel
-    run: {{cmd: 'true', depends: [check_*]}}
-global.parameters:
-  X:
-    values: [{values}]
-    label: X.%%
-"""
+    return sweep.sweep_spec(points, "bench_local", "{type: local}")
 
 
 def environment(checkout: Path) -> Dict[str, str]:

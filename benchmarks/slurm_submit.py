@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+import sweep   # the sweep spec every benchmark measures (benchmarks/sweep.py)
+
 DONE_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")
 
 
@@ -49,27 +51,7 @@ def chain_spec(steps: int) -> str:
 
 
 def sweep_spec(points: int) -> str:
-    return textwrap.dedent(f"""\
-        description: {{name: bench_sweep, description: a {points}-point sweep with a funnel}}
-        batch: {{type: slurm}}
-        study:
-          - name: simulate
-            description: simulate one point
-            run: {{cmd: 'echo $(X) > out.txt'}}
-          - name: post
-            description: post-process one point
-            run: {{cmd: 'cat $(simulate.workspace)/out.txt', depends: [simulate]}}
-          - name: check
-            description: check one point
-            run: {{cmd: 'true', depends: [post]}}
-          - name: summarize
-            description: the funnel
-            run: {{cmd: 'true', depends: [check_*]}}
-        global.parameters:
-          X:
-            values: [{", ".join(str(i) for i in range(points))}]
-            label: X.%%
-        """)
+    return sweep.sweep_spec(points, "bench_sweep", "{type: slurm}")
 
 
 def wait_done(ids: Sequence[str], timeout: float = 600) -> float:
