@@ -696,7 +696,8 @@ def submit_and_kill_the_runner(studies) -> Tuple[Path, int]:
               cmd: touch ran
         """))
     ok(maestro("submit", study, "--jobs", "1"))
-    wait_until(lambda: (study / "first" / "sleep.pid").exists(), "the first step to start")
+    sleep_pid = study / "first" / "sleep.pid"
+    wait_until(lambda: sleep_pid.exists() and sleep_pid.read_text().strip(), "the first step to start")
     runner = runner_pid(study)
     os.kill(runner, signal.SIGKILL)
     wait_until(lambda: not alive(runner), "the runner to die")
