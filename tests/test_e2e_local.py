@@ -635,25 +635,37 @@ def test_submit_without_python_says_so(studies):
     assert not (study / ".maestro").exists() and states(study) == {"only": "INITIALIZED"}
 
 
-@pytest.mark.skipif(not HAVE_PROC, reason="needs /proc to find the launcher")
-def test_a_launcher_killed_with_sigkill_ends_the_run_and_status_says_what_never_started(studies):
-    """The runner's launcher (the process that starts the steps) dies: the runner says so, starts
-    nothing more, ends with runner.done; the step that was running finishes on its own, and the
-    nodes that never started show UNKNOWN, not PENDING forever."""
-    study = studies.compile(studies.spec("launcher_lost", f"""
+def gated_first_then_second(studies, name: str, before_gate: str = "", other: bool = False) -> Path:
+    """A compiled study: `first` runs `before_gate`, then waits for the test's release and writes
+    done.txt; `second` needs first; `other` (if asked) is independent. Each of the two writes `ran`."""
+    other_step = """
+          - name: other
+            description: independent
+            run:
+              cmd: touch ran""" if other else ""
+    return studies.compile(studies.spec(name, f"""
         study:
           - name: first
             description: runs until the test releases it
             run:
               cmd: |
+                {before_gate or ':'}
                 {gated('release')}
                 echo done > done.txt
           - name: second
             description: needs first
             run:
               cmd: touch ran
-              depends: [first]
+              depends: [first]{other_step}
         """))
+
+
+@pytest.mark.skipif(not HAVE_PROC, reason="needs /proc to find the launcher")
+def test_a_launcher_killed_with_sigkill_ends_the_run_and_status_says_what_never_started(studies):
+    """The runner's launcher (the process that starts the steps) dies: the runner says so, starts
+    nothing more, ends with runner.done; the step that was running finishes on its own, and the
+    nodes that never started show UNKNOWN, not PENDING forever."""
+    study = gated_first_then_second(studies, "launcher_lost")
     ok(maestro("submit", study))
     wait_for_state(study, "first", "RUNNING")
     runner = runner_pid(study)
@@ -675,26 +687,7 @@ def test_a_launcher_killed_with_sigkill_ends_the_run_and_status_says_what_never_
 def submit_and_kill_the_runner(studies) -> Tuple[Path, int]:
     """A study of three nodes run with --jobs 1: `first` (gated) runs, `other` waits in the launcher,
     `second` waits for `first`; then the runner dies by SIGKILL. The study and the runner's pid."""
-    study = studies.compile(studies.spec("runner_lost", f"""
-        study:
-          - name: first
-            description: runs until the test releases it
-            run:
-              cmd: |
-                sleep 60 &
-                echo $! > sleep.pid
-                {gated('release')}
-                echo done > done.txt
-          - name: second
-            description: needs first
-            run:
-              cmd: touch ran
-              depends: [first]
-          - name: other
-            description: independent, held by --jobs 1
-            run:
-              cmd: touch ran
-        """))
+    study = gated_first_then_second(studies, "runner_lost", before_gate="sleep 60 & echo $! > sleep.pid", other=True)
     ok(maestro("submit", study, "--jobs", "1"))
     sleep_pid = study / "first" / "sleep.pid"
     wait_until(lambda: sleep_pid.exists() and sleep_pid.read_text().strip(), "the first step to start")

@@ -361,15 +361,21 @@ def tagged(study: Path) -> List[str]:
     return run(["qselect", "-P", tag, "-s", "HQRSTWBEU"]).stdout.split()
 
 
-def test_kill_9_of_the_submitter_then_submit_recovers(studies):
-    values = ", ".join(f'"{1 + i // 60:02d}:{i % 60:02d}:00"' for i in range(60))
-    study = studies.compile(studies.spec("killed", f"""\
+def chain_of_jobs(studies, name: str, width: int) -> Path:
+    """a -> b over `width` walltimes: 2 * width nodes, each a job of its own (PBS makes arrays of
+    bundles only), so a submission makes 2 * width qsub calls."""
+    values = ", ".join(f'"{1 + i // 60:02d}:{i % 60:02d}:00"' for i in range(width))
+    return studies.compile(studies.spec(name, f"""\
         study:
           - {{name: a, description: roots, run: {{cmd: echo a, walltime: $(WT)}}}}
           - {{name: b, description: one per a, run: {{cmd: echo b, walltime: $(WT), depends: [a]}}}}
         global.parameters:
           WT: {{values: [{values}], label: "WT.%%"}}
         """))
+
+
+def test_kill_9_of_the_submitter_then_submit_recovers(studies):
+    study = chain_of_jobs(studies, "killed", 60)
     child = subprocess.Popen([*studies.cli, "submit", str(study)], cwd=studies.root, stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     helpers.wait_until(lambda: (study / "jobs.tsv").exists() and len(ledger(study / "jobs.tsv")) >= 4,
@@ -431,14 +437,7 @@ exec {PBS_EXEC}/bin/qsub "$@"
 
 def test_server_lost_between_two_qsub_calls_then_submit_recovers(server_restored):
     studies = server_restored
-    values = ", ".join(f'"00:{10 + i:02d}:00"' for i in range(5))
-    study = studies.compile(studies.spec("lost", f"""\
-        study:
-          - {{name: a, description: roots, run: {{cmd: echo a, walltime: $(WT)}}}}
-          - {{name: b, description: one per a, run: {{cmd: echo b, walltime: $(WT), depends: [a]}}}}
-        global.parameters:
-          WT: {{values: [{values}], label: "WT.%%"}}
-        """))
+    study = chain_of_jobs(studies, "lost", 5)
     child = subprocess.Popen([*qsub_paused_at(studies, 4), "submit", str(study)], cwd=studies.root,
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
