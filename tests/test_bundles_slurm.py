@@ -8,11 +8,12 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Tuple
 
 import pytest
 
-from test_slurm_e2e import Studies, describe, ledger, maestro, ok, status, submit_lines, wait_for_states
+from test_slurm_e2e import (Studies, describe, ledger, maestro, ok, status, submit_lines, wait_for_states,
+                            wait_sacct)
 
 pytestmark = pytest.mark.slurm
 
@@ -81,17 +82,25 @@ def queued_jobs(tag: str) -> int:
     return sum(1 for comment in out.splitlines() if comment.startswith(tag))
 
 
-def test_a_failure_in_a_bundle_cancels_only_its_descendants_and_resubmit_runs_only_them(studies):
-    spec = studies.spec("cascade", sweep(6))
+# a 6-point sweep in bundles of 3 whose simulate_X.1 failed
+FAILED_IN_A_BUNDLE = {**{f"{step}_X.{x}": "FINISHED" for step in ("prepare", "simulate", "analyze") for x in range(6)},
+                      "simulate_X.1": "FAILED", "analyze_X.1": "CANCELLED", "collect": "CANCELLED"}
+
+
+def failed_in_a_bundle(studies, name: str) -> Tuple[Path, Path, Dict[str, dict]]:
+    """The spec, the study and its status once simulate_X.1 (in a bundle of 3) has failed."""
+    spec = studies.spec(name, sweep(6))
     (spec.parent / "fail.1").touch()
-    study = studies.compile(spec, "--bundle", "3", name="cascade")
+    study = studies.compile(spec, "--bundle", "3", name=name)
     lines = submit_lines(study)
     assert [("--array=0-1" in line, "aftercorr" in line) for line in lines] == [
         (True, False), (True, True), (True, True), (False, False)], lines
     studies.submit(study)
-    expected = {f"{step}_X.{x}": "FINISHED" for step in ("prepare", "simulate", "analyze") for x in range(6)}
-    expected.update({"simulate_X.1": "FAILED", "analyze_X.1": "CANCELLED", "collect": "CANCELLED"})
-    nodes = wait_for_states(study, expected)
+    return spec, study, wait_for_states(study, FAILED_IN_A_BUNDLE)
+
+
+def test_a_failure_in_a_bundle_cancels_only_its_descendants_and_resubmit_runs_only_them(studies):
+    spec, study, nodes = failed_in_a_bundle(studies, "cascade")
     assert nodes["analyze_X.1"]["reason"] == nodes["collect"]["reason"] == "ancestor simulate_X.1 failed", \
         describe(nodes)
     # the failed node's bundle siblings went on, in the same job
@@ -103,9 +112,36 @@ def test_a_failure_in_a_bundle_cancels_only_its_descendants_and_resubmit_runs_on
 
     (spec.parent / "fail.1").unlink()
     ok(maestro("resubmit", study))
-    wait_for_states(study, {name: "FINISHED" for name in expected})
+    wait_for_states(study, {name: "FINISHED" for name in FAILED_IN_A_BUNDLE})
     assert sorted(runs(spec)[len(before):]) == ["analyze_1", "collect", "simulate_1"]   # no finished sibling again
     assert (study / "collect/all.txt").read_text() == "1 3 5 7 9 11 "
+
+
+def test_a_refused_sbatch_rolls_a_bundled_resubmission_back(studies):
+    spec, study, _ = failed_in_a_bundle(studies, "refused")
+    (spec.parent / "fail.1").unlink()
+    before_runs, before_ledger = runs(spec), (study / "jobs.tsv").read_bytes()
+    script = study / "analyze" / "analyze.bundle.slurm.sh"     # the second sbatch of the resubmission
+    original = script.read_text()
+    shebang, rest = original.split("\n", 1)
+    script.write_text(f"{shebang}\n#SBATCH --partition=nosuchpartition\n{rest}")
+
+    refused = maestro("resubmit", study)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert "partition" in refused.stderr.lower(), refused.stderr
+    assert "nothing of this resubmission is queued any more" in refused.stderr, refused.stderr
+    assert (study / "jobs.tsv").read_bytes() == before_ledger
+    (aside,) = (study / ".maestro").glob("jobs.rolled-back.*.tsv")
+    rolled = ledger(study, aside)
+    assert [node for node, _ in rolled] == ["simulate_X.1"]
+    wait_sacct([rolled[0][1]], {rolled[0][1]: "CANCELLED"})      # held, cancelled: it never ran
+    assert runs(spec) == before_runs and not list(study.rglob("*.attempt-*"))
+    assert {name: node["state"] for name, node in status(study).items()} == FAILED_IN_A_BUNDLE
+
+    script.write_text(original)
+    ok(maestro("resubmit", study))
+    wait_for_states(study, {name: "FINISHED" for name in FAILED_IN_A_BUNDLE})
+    assert sorted(runs(spec)[len(before_runs):]) == ["analyze_1", "collect", "simulate_1"]
 
 
 @pytest.mark.slow
