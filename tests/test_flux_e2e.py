@@ -370,3 +370,23 @@ def test_kill_9_of_the_submitter_then_submit_recovers(sched):
     assert set(killed).isdisjoint(job_id for _, job_id in ledger(study))
     wait_until(lambda: {node["state"] for node in sched.status(study).values()} == {"FINISHED"},
                "the sweep to finish", 300, interval=2.0)
+
+
+def test_cancel_and_status_with_the_instance_unreachable_say_so(sched):
+    """A lost instance (FLUX_URI names a broker that is gone): cancel and status exit 69 with
+    Flux's reason and record nothing; once the instance answers, cancel works."""
+    study = sched.compile(sched.spec("unreachable", """
+        study:
+          - {name: wait, description: sleeps until cancelled, run: {cmd: sleep 600}}
+        """))
+    sched.submit(study)
+    lost = dict(sched.env, FLUX_URI="local:///nonexistent/socket")
+    for command in ("cancel", "status"):
+        refused = sched.maestro(command, study, env=lost)
+        assert refused.returncode == 69, refused.stdout + refused.stderr
+        assert "Unable to connect to Flux" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+    assert not (study / ".maestro" / "cancelled").exists()
+    assert "cancelled 1 queued or running job(s)" in sched.ok("cancel", study).stdout
+    (job_id,) = [job_id for _, job_id in ledger(study)]
+    wait_until(lambda: flux_jobs(sched.env, [job_id])[0]["state"] == "INACTIVE", "the job to end", 60)
+    assert sched.wait_for(study, {"wait": "CANCELLED"})
