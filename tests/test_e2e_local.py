@@ -486,10 +486,30 @@ def test_a_study_is_submitted_only_once(studies):
     studies.release("release")
     assert wait_for_end(study)["only"]["state"] == "FINISHED"
     late = maestro("submit", study)   # and after it ended
-    assert late.returncode != 0 and "already submitted" in late.stderr
+    assert late.returncode != 0 and "already submitted" in late.stderr and "maestro resubmit" in late.stderr
     assert (study / "only" / "runs.txt").read_text() == "run\n"
     assert [key for key, _ in markers(study, status(study)["only"])].count("START") == 1
     assert states(study) == {"only": "FINISHED"}
+
+
+def test_a_submission_that_died_after_taking_its_lock_is_run_by_resubmit(studies):
+    """submit.sh killed between taking the lock and starting the runner: nothing ran, submit
+    refuses (the study was submitted) and says what to run, and resubmit runs the whole study."""
+    study = studies.compile(studies.spec("lock_only", """
+        study:
+          - {name: first, description: a root, run: {cmd: echo first > out.txt}}
+          - {name: second, description: needs first, run: {cmd: cat ../first/out.txt > out.txt, depends: [first]}}
+        """))
+    (study / ".maestro").mkdir()
+    (study / ".maestro" / "submitted").write_text(f"{int(time.time())} 999999999\n")   # as runner.py writes it
+    nodes = status(study)
+    assert {(node["state"], node["reason"]) for node in nodes.values()} == {
+        ("UNKNOWN", "never started: the runner is not running")}
+    refused = maestro("submit", study)
+    assert refused.returncode == 1 and f"maestro resubmit {study}" in refused.stderr, refused.stderr
+    ok(maestro("resubmit", study))
+    assert {node["state"] for node in wait_for_end(study).values()} == {"FINISHED"}
+    assert (study / "second" / "out.txt").read_text() == "first\n"
 
 
 PARALLEL = """

@@ -151,7 +151,8 @@ def take_lock():
     try:
         lock = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
-        raise Usage(f"study {STUDY_DIR} was already submitted (see {path}); a study is not run twice", code=1)
+        raise Usage(f"study {STUDY_DIR} was already submitted (see {path}); a study is not run twice: "
+                    f"`maestro resubmit {STUDY_DIR}` runs again what did not finish", code=1)
     except OSError:
         raise Usage(f"cannot write {path} (a read-only or full file system?); nothing was started", code=1)
     try:
