@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import StudyDirError, SubmitError
 from ..model import File, Node, Study
@@ -17,6 +17,9 @@ from .. import studydir
 from ..studydir import StudyDir
 from ..tokens import LAUNCHER_TOKEN
 from .base import Backend
+
+
+STOP_SECONDS = 10     # how long `maestro cancel` waits for what it stopped to be gone
 
 
 class LocalBackend(Backend):
@@ -123,11 +126,9 @@ class LocalBackend(Backend):
                 os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             return "nothing to cancel: the study is no longer running"
-        for _ in range(200):  # the runner marks unstarted steps, then exits
-            if not _alive(pid):
-                return f"cancelled the study (runner pid {pid}): running steps stopped, the others will not start"
-            time.sleep(0.05)
-        raise SubmitError(f"the study's runner (pid {pid}) was asked to stop but still runs after 10 s; "
+        if _within(STOP_SECONDS, lambda: not _alive(pid)):   # the runner marks unstarted steps, then exits
+            return f"cancelled the study (runner pid {pid}): running steps stopped, the others will not start"
+        raise SubmitError(f"the study's runner (pid {pid}) was asked to stop but still runs after {STOP_SECONDS} s; "
                           f"run `maestro cancel {study.path}` again, or stop it with `kill -9 -{pid}`")
 
     def _stop_leftovers(self, study: StudyDir, state: Runtime) -> str:
@@ -138,13 +139,11 @@ class LocalBackend(Backend):
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        for _ in range(200):
-            if not _leftovers(study, pid):
-                return (f"cancelled the study: its runner (pid {pid}) was gone; stopped the {len(leftovers)} "
-                        f"process(es) its steps left running; the other steps will not start")
-            time.sleep(0.05)
-        raise SubmitError(f"the processes the killed runner (pid {pid}) left running still run 10 s after a SIGTERM; "
-                          f"stop them with `kill -9 -{pid}`")
+        if _within(STOP_SECONDS, lambda: not _leftovers(study, pid)):
+            return (f"cancelled the study: its runner (pid {pid}) was gone; stopped the {len(leftovers)} "
+                    f"process(es) its steps left running; the other steps will not start")
+        raise SubmitError(f"the processes the killed runner (pid {pid}) left running still run {STOP_SECONDS} s "
+                          f"after a SIGTERM; stop them with `kill -9 -{pid}`")
 
 
 def _leftovers(study: StudyDir, pid: int) -> Tuple[int, ...]:
@@ -153,27 +152,30 @@ def _leftovers(study: StudyDir, pid: int) -> Tuple[int, ...]:
     study's only while one of its processes runs a file of the study (runner.py or a step script)."""
     members, ours = [], False
     inside = str(study.path) + os.sep
-    for member, group, state, command in _processes():
-        if group == pid and not state.startswith("Z"):
+    for member, _, state, command in _processes(group=pid):
+        if not state.startswith("Z"):
             members.append(member)
             ours = ours or inside in command
     return tuple(members) if ours else ()
 
 
-def _processes() -> Iterator[Tuple[int, int, str, str]]:
-    """(pid, process group, state, command line) of every process: from /proc where there is one,
-    else from ps (none when neither is there: nothing is known to run)."""
+def _processes(group: Optional[int] = None) -> Iterator[Tuple[int, int, str, str]]:
+    """(pid, process group, state, command line) of every process, or of the members of `group`:
+    from /proc where there is one, else from ps (none when neither is there: nothing is known to
+    run). With /proc a command line is read only for the processes kept."""
     if os.path.isdir("/proc/self"):
         for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                try:
-                    with open(f"/proc/{entry.name}/stat") as stat:
-                        fields = stat.read().rsplit(")", 1)[1].split()
-                    with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
-                        command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-                except (OSError, IndexError):
-                    continue    # it ended meanwhile
-                yield int(entry.name), int(fields[2]), fields[0], command
+            if not entry.name.isdigit():
+                continue
+            fields = _proc_stat(entry.name)
+            if not fields or (group is not None and int(fields[2]) != group):
+                continue
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+                    command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue    # it ended meanwhile
+            yield int(entry.name), int(fields[2]), fields[0], command
         return
     try:    # -ww: whole command lines, not cut at 80 columns
         listing = subprocess.run(["ps", "-e", "-ww", "-o", "pid=", "-o", "pgid=", "-o", "stat=", "-o", "args="],
@@ -182,8 +184,28 @@ def _processes() -> Iterator[Tuple[int, int, str, str]]:
         return
     for line in listing.splitlines():
         fields = line.split(None, 3)
-        if len(fields) >= 3:
+        if len(fields) >= 3 and (group is None or int(fields[1]) == group):
             yield int(fields[0]), int(fields[1]), fields[2], fields[3] if len(fields) == 4 else ""
+
+
+def _proc_stat(pid) -> Optional[List[str]]:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, ...); None when
+    there is no such file (the process ended, or no /proc here)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _within(seconds: float, done: Callable[[], bool]) -> bool:
+    """Whether done() comes true within `seconds` (asked every 50 ms)."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _pids(pids: Sequence[int], shown: int = 10) -> str:
@@ -203,8 +225,5 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     # a zombie still answers kill(0); treat it as gone
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
+    fields = _proc_stat(pid)
+    return fields is None or fields[0] != "Z"
